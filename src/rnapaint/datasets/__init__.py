@@ -1,0 +1,7 @@
+"""Data sets: the real ones (read from a data root) and a procedural toy set with known ground truth."""
+
+from ._her2st import her2st
+from ._tcga import tcga_tumor_normal
+from ._toy import toy, toy_tile_properties
+
+__all__ = ["her2st", "tcga_tumor_normal", "toy", "toy_tile_properties"]

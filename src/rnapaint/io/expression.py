@@ -1,0 +1,108 @@
+"""Expression tables (TSV/CSV, optionally gzipped) and GTEx GCT files → AnnData."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._validation import check_finite, check_unique
+
+Orientation = Literal["genes_x_samples", "samples_x_genes"]
+
+
+def _is_gct(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".gct") or name.endswith(".gct.gz")
+
+
+def _read_gct(path: Path) -> pd.DataFrame:
+    # GCT 1.2: '#1.2', then 'n_rows n_cols', then a header with Name, Description, samples...
+    with pd.io.common.get_handle(path, "r", compression="infer") as h:
+        version = h.handle.readline().strip()
+        if not version.startswith("#1."):
+            raise ValueError(f"{path} is not a GCT file: its first line is {version[:40]!r}, not '#1.2'.")
+        h.handle.readline()
+        df = pd.read_csv(h.handle, sep="\t", index_col=0)
+    df = df.drop(columns=[c for c in df.columns if str(c).lower() == "description"])
+    return df
+
+
+def read_expression_table(
+    path: str | Path,
+    orientation: Orientation = "genes_x_samples",
+    sep: str | None = None,
+    missing: Literal["raise", "keep"] = "raise",
+) -> ad.AnnData:
+    """Read an expression table into an AnnData (obs = samples, var = genes).
+
+    Parameters
+    ----------
+    path
+        A TSV or CSV file (optionally ``.gz``) with a header row and an index column, or a GTEx
+        ``.gct``/``.gct.gz`` file (always genes × samples, its ``Description`` column is dropped).
+    orientation
+        ``"genes_x_samples"`` when rows are genes (TCGA, GTEx), ``"samples_x_genes"`` when rows are
+        samples or spots (HER2ST counts).
+    sep
+        Column separator; inferred from the suffix when ``None`` (``.csv`` → ``,``, otherwise tab).
+    missing
+        ``"raise"`` (default) refuses NaN/inf; ``"keep"`` keeps NaN in ``.X`` for the caller to drop
+        or impute (infinite values are always refused).
+
+    Returns
+    -------
+    AnnData of shape ``(n_samples, n_genes)`` with float32 ``.X``, or int64 when every value is an
+    integer (counts). ``uns['rnapaint']['source']`` records the file.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a table, holds non-numeric or non-finite values, or names a gene or
+        sample twice.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No expression table at {path}.")
+    if orientation not in ("genes_x_samples", "samples_x_genes"):
+        raise ValueError(f"orientation must be 'genes_x_samples' or 'samples_x_genes', got {orientation!r}.")
+    if _is_gct(path):
+        df = _read_gct(path)
+        if orientation != "genes_x_samples":
+            raise ValueError("GCT files are genes × samples; pass orientation='genes_x_samples'.")
+    else:
+        if sep is None:
+            stem = path.name.lower().removesuffix(".gz")
+            sep = "," if stem.endswith(".csv") else "\t"
+        try:
+            df = pd.read_csv(path, sep=sep, index_col=0)
+        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
+            raise ValueError(f"Could not parse {path} as a table: {e}") from e
+    if df.shape[1] == 0:
+        raise ValueError(f"{path} has no data columns: is the separator right (sep={sep!r})?")
+    if orientation == "genes_x_samples":
+        df = df.T
+    nonnum = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if nonnum:
+        raise ValueError(
+            f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); "
+            "is the orientation right?"
+        )
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    check_unique(df.columns, f"gene names in {path.name}")
+    check_unique(df.index, f"sample names in {path.name}")
+    values = df.to_numpy()
+    if missing == "keep":
+        v = values.astype(np.float64, copy=False)
+        check_finite(np.where(np.isnan(v), 0.0, v), f"{path.name}")
+    else:
+        check_finite(values.astype(np.float64, copy=False), f"{path.name}")
+    is_int = np.issubdtype(values.dtype, np.integer)
+    X = values.astype(np.int64 if is_int else np.float32)
+    adata = ad.AnnData(X=X, obs=pd.DataFrame(index=df.index), var=pd.DataFrame(index=df.columns))
+    adata.uns["rnapaint"] = {"source": {"path": str(path), "orientation": orientation}}
+    return adata

@@ -1,0 +1,5 @@
+"""AnnData-aware models: set up from an AnnData, trained through Lightning, saved as safetensors + JSON."""
+
+from .beta_vae import BetaVAE
+
+__all__ = ["BetaVAE"]

@@ -1,0 +1,85 @@
+"""Lightning pieces shared by rnapaint's models: LR schedule, history, best-weights restore."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import lightning.pytorch as pl
+import torch
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warm-up to the base LR, then cosine decay to 1 % of it (a step-wise LambdaLR)."""
+    total_steps = max(total_steps, warmup_steps + 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class History(pl.Callback):
+    """Collects the epoch-level logged metrics into ``history`` (name → list of floats)."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+
+    def _collect(self, trainer: pl.Trainer, prefix: str) -> None:
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith(prefix) and not k.endswith("_step"):
+                self.history.setdefault(k, []).append(float(v))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        self._collect(trainer, "train_")
+        self.history.setdefault("epoch", []).append(float(trainer.current_epoch))
+        self.history.setdefault("lr", []).append(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._collect(trainer, "val_")
+
+
+class BestWeights(pl.Callback):
+    """Keeps the weights of the best validation epoch in memory and restores them at the end.
+
+    Lightning's ModelCheckpoint would do this through a pickled ``.ckpt`` file; rnapaint never
+    writes pickles, and an in-memory copy of a model this size is cheap.
+    """
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+        self.best = math.inf
+        self.best_epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        if value < self.best:
+            self.best, self.best_epoch = value, trainer.current_epoch
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in pl_module.state_dict().items()})
+
+    def on_train_end(self, trainer, pl_module):
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up chatter (GPU available..., model summary); keep warnings."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def default_precision(accelerator: str) -> str:
+    """bf16 autocast on a GPU (as the design asks), full precision on the CPU."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16-mixed"
+    return "32-true"

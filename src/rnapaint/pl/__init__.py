@@ -1,0 +1,6 @@
+"""Figures (matplotlib). Plotting never trains a model."""
+
+from .history import history
+from .latent import latent_umap
+
+__all__ = ["history", "latent_umap"]
