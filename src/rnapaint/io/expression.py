@@ -79,22 +79,26 @@ def read_expression_table(
             sep = "," if stem.endswith(".csv") else "\t"
         try:
             df = pd.read_csv(path, sep=sep, index_col=0)
+            # pandas silently renames repeated header names ('A', 'A.1'): check the raw header.
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0, 1:]
         except (UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
             raise ValueError(f"Could not parse {path} as a table: {e}") from e
+        what = "gene names" if orientation == "samples_x_genes" else "sample names"
+        check_unique(header.astype(str), f"{what} in {path.name}")
     if df.shape[1] == 0:
         raise ValueError(f"{path} has no data columns: is the separator right (sep={sep!r})?")
     if orientation == "genes_x_samples":
         df = df.T
+    df.index = df.index.astype(str)
+    df.columns = df.columns.astype(str)
+    check_unique(df.columns, f"gene names in {path.name}")
+    check_unique(df.index, f"sample names in {path.name}")
     nonnum = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if nonnum:
         raise ValueError(
             f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); "
             "is the orientation right?"
         )
-    df.index = df.index.astype(str)
-    df.columns = df.columns.astype(str)
-    check_unique(df.columns, f"gene names in {path.name}")
-    check_unique(df.index, f"sample names in {path.name}")
     values = df.to_numpy()
     if missing == "keep":
         v = values.astype(np.float64, copy=False)

@@ -137,7 +137,11 @@ def zscore(
             )
         mean = rvar["rp_mean"].to_numpy(np.float64)
         std = rvar["rp_std"].to_numpy(np.float64)
-        fit_on, n_fit = "reference", int(reference.uns.get("rnapaint", {}).get("zscore", {}).get("n_fit", 0))
+        if hasattr(reference, "uns"):
+            ref_z = reference.uns.get("rnapaint", {}).get("zscore", {})
+        else:  # a model carries the parameters of the z-scores it was trained on
+            ref_z = getattr(reference, "config", {}).get("zscore", {})
+        fit_on, n_fit = "reference", int(ref_z.get("n_fit", 0))
     else:
         x = adata.X
         if split_key is not None and split_key in adata.obs:

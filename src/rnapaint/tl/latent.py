@@ -73,7 +73,7 @@ def reconstruct(
     key
         uns key of the model (from :func:`rnapaint.tl.vae`).
     mape_floor
-        Smallest |true value| counted in MAPE.
+        Smallest absolute true value counted in MAPE.
     key_added
         Prefix of the obs columns (``{key_added}_rmse``, ``{key_added}_mape``) and uns key.
     copy

@@ -1,0 +1,96 @@
+"""Expression-table readers and model files."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+
+import rnapaint as rp
+from rnapaint.io.model_files import load_model_files, save_model_files
+
+
+def _write(path, text, gz=False):
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_genes_x_samples_tsv_gz(tmp_path):
+    p = _write(tmp_path / "t.tsv.gz", "gene\ts1\ts2\ts3\nA\t1.5\t2\t3\nB\t4\t5\t6.25\n", gz=True)
+    a = rp.io.read_expression_table(p)
+    assert a.shape == (3, 2)
+    assert list(a.obs_names) == ["s1", "s2", "s3"] and list(a.var_names) == ["A", "B"]
+    np.testing.assert_allclose(a.X[:, 1], [4, 5, 6.25])
+    assert a.X.dtype == np.float32
+
+
+def test_samples_x_genes_csv_counts(tmp_path):
+    p = _write(tmp_path / "t.csv", ",A,B\nspot1,0,3\nspot2,7,1\n")
+    a = rp.io.read_expression_table(p, orientation="samples_x_genes")
+    assert a.shape == (2, 2) and a.X.dtype == np.int64
+    assert a.X[1, 0] == 7
+
+
+def test_gct(tmp_path):
+    p = _write(tmp_path / "x.gct", "#1.2\n2\t2\nName\tDescription\tS1\tS2\nENSG1\tA\t1\t2\nENSG2\tB\t3\t4\n")
+    a = rp.io.read_expression_table(p)
+    assert list(a.var_names) == ["ENSG1", "ENSG2"] and list(a.obs_names) == ["S1", "S2"]
+    np.testing.assert_array_equal(np.asarray(a.X), [[1, 3], [2, 4]])
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("gene\ts1\ts2\nA\t1\tNaN\nB\t2\t3\n", "NaN"),
+        ("gene\ts1\ts2\nA\t1\tinf\nB\t2\t3\n", "infinite"),
+        ("gene\ts1\ts2\nA\t1\t2\nA\t2\t3\n", "duplicated gene names"),
+        ("gene\ts1\ts2\nA\t1\tx\nB\t2\t3\n", "non-numeric"),
+    ],
+)
+def test_bad_tables_raise(tmp_path, text, match):
+    p = _write(tmp_path / "bad.tsv", text)
+    with pytest.raises(ValueError, match=match):
+        rp.io.read_expression_table(p)
+
+
+def test_missing_keep_keeps_nan(tmp_path):
+    p = _write(tmp_path / "t.tsv", "gene\ts1\ts2\nA\t1\tNaN\nB\t2\t3\n")
+    a = rp.io.read_expression_table(p, missing="keep")
+    assert np.isnan(a.X).sum() == 1
+
+
+def test_not_a_gct_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="not a GCT"):
+        rp.io.read_expression_table(_write(tmp_path / "x.gct", "hello\n1\t2\n"))
+    with pytest.raises(FileNotFoundError):
+        rp.io.read_expression_table(tmp_path / "nope.tsv")
+
+
+def test_model_files_roundtrip_and_corruption(tmp_path):
+    w = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.array([3], dtype=np.int64)}
+    save_model_files(tmp_path / "m", w, {"hello": [1, 2]})
+    tensors, cfg = load_model_files(tmp_path / "m")
+    np.testing.assert_array_equal(tensors["a"], w["a"])
+    assert tensors["n"].dtype == np.int64 and cfg["hello"] == [1, 2]
+    with pytest.raises(FileExistsError):
+        save_model_files(tmp_path / "m", w, {})
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])  # truncated copy
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        load_model_files(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_model_files(tmp_path / "m")
+    with pytest.raises(ValueError, match="is missing"):
+        load_model_files(tmp_path / "empty_dir_that_is_not_there")
+
+
+def test_duplicated_header_is_not_silently_renamed(tmp_path):
+    p = _write(tmp_path / "spots.tsv", "\tA\tA\tB\ns1\t1\t2\t3\n")
+    with pytest.raises(ValueError, match="duplicated gene names"):
+        rp.io.read_expression_table(p, orientation="samples_x_genes")
