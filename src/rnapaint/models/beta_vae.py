@@ -204,7 +204,8 @@ class BetaVAE:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # torch≥2.13 vs lightning
+            # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
+            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
             trainer.fit(plan, train_dl, val_dl)
         self.module = plan.module.cpu().eval()
         self.history = history.history
