@@ -45,7 +45,7 @@
 # With `RNAPAINT_TUTORIAL_FAST=1` the tutorial trains a small model for a few epochs. The test
 # suite uses that setting; it runs in about a minute on a laptop CPU. The full
 # setting trains a larger model (hidden layers 1024 and 512, a 128-dimensional latent space) for
-# up to 150 epochs. That takes a few minutes on a CPU and seconds on a GPU. The paper's model is
+# up to 150 epochs, which takes minutes on a CPU and much less on a GPU. The paper's model is
 # larger still (6000/4096 → 2048): pass `hidden=(6000, 4096), latent_dim=2048` if you have the
 # memory. The fast setting is meant for testing: its model is under-trained, so expect weaker
 # numbers and figures from it than from the full setting.

@@ -54,9 +54,30 @@ def _section_image(root: Path, section: str) -> Path | None:
     return jpgs[0] if jpgs else None
 
 
+def _spatial_entry(image: Path, obs: pd.DataFrame, hires_max: int) -> dict:
+    """scanpy's ``uns['spatial'][library]`` for one section: a downscaled copy, scale factors, the source."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(image) as img:
+        w, h = img.size
+        f = min(1.0, hires_max / max(w, h))
+        hires = np.asarray(img.convert("RGB").resize((round(w * f), round(h * f)), Image.Resampling.BOX))
+    # Legacy ST spots are 100 µm wide, 200 µm centre to centre: the array pitch gives the scale.
+    pitch = np.polyfit(obs["array_x"].to_numpy(float), obs["pixel_x"].to_numpy(float), 1)[0]
+    mpp = 200.0 / abs(pitch)
+    return {
+        "images": {"hires": hires},
+        "scalefactors": {"tissue_hires_scalef": f, "spot_diameter_fullres": 100.0 / mpp},
+        "metadata": {"source_image_path": str(image), "mpp": mpp},
+    }
+
+
 def her2st(
     root: str | os.PathLike | None = None,
     sections: list[str] | tuple[str, ...] | None = None,
+    images: bool = False,
+    hires_max: int = 2000,
 ) -> ad.AnnData:
     """Spots under tissue of HER2ST sections, with raw counts and their position on the H&E image.
 
@@ -67,6 +88,14 @@ def her2st(
         ``data/ST-imgs``, ``data/ST-pat``, ``res/``); ``None`` reads ``$RNAPAINT_DATA``.
     sections
         Section names such as ``["C2", "C3"]``; default every section that has counts.
+    images
+        Attach each section's H&E in scanpy's convention, ``uns['spatial'][section]`` (a downscaled
+        ``hires`` copy at most ``hires_max`` pixels wide, scale factors, and the full-resolution file
+        as ``metadata['source_image_path']`` with its µm/px), so ``sc.pl.spatial(adata[adata.obs.section
+        == 'C2'], library_id='C2')`` draws it and :func:`rnapaint.pp.spot_tiles` cuts patches from it.
+        Sections without an image (C1, A1, E1 here) get none.
+    hires_max
+        Longest side of the downscaled copy.
 
     Returns
     -------
@@ -85,7 +114,7 @@ def her2st(
     missing = sorted(set(sections) - set(available))
     if missing:
         raise ValueError(f"HER2ST sections {missing} have no counts under {cnt_dir}; available: {available}.")
-    parts, images = [], {}
+    parts, image_files = [], {}
     for s in sections:
         a = read_expression_table(cnt_dir / f"{s}.tsv.gz", orientation="samples_x_genes")
         check_nonnegative(a.X, f"HER2ST counts of section {s}")
@@ -117,7 +146,7 @@ def her2st(
             a.obsm["cell_type_proportions"] = props
         img = _section_image(folder, s)
         if img is not None:
-            images[s] = str(img)
+            image_files[s] = str(img)
         a.X = sp.csr_matrix(a.X.astype(np.int32))
         a.uns = {}
         parts.append(a)
@@ -135,5 +164,10 @@ def her2st(
     adata.layers["counts"] = sp.csr_matrix(adata.X, dtype=np.int32)
     adata.X = adata.layers["counts"].astype(np.float32)
     adata.obsm["spatial"] = adata.obs[["pixel_x", "pixel_y"]].to_numpy(np.float64)
-    adata.uns["rnapaint"] = {"dataset": {"name": "her2st", "sections": sections, "images": images}}
+    adata.uns["rnapaint"] = {"dataset": {"name": "her2st", "sections": sections, "images": image_files}}
+    if images:
+        adata.uns["spatial"] = {
+            s: _spatial_entry(Path(p), adata.obs[adata.obs["section"] == s], hires_max)
+            for s, p in image_files.items()
+        }
     return adata

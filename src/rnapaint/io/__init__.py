@@ -1,6 +1,8 @@
-"""Readers and writers: expression tables, GCT files, model files (safetensors + JSON)."""
+"""Readers and writers: expression tables, GCT files, slides, tile stores, model files."""
 
 from .expression import read_expression_table
 from .model_files import load_model_files, save_model_files
+from .slides import Slide, SlideError
+from .tile_store import TileStore
 
-__all__ = ["load_model_files", "read_expression_table", "save_model_files"]
+__all__ = ["Slide", "SlideError", "TileStore", "load_model_files", "read_expression_table", "save_model_files"]

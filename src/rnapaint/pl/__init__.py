@@ -2,5 +2,6 @@
 
 from .history import history
 from .latent import latent_umap
+from .tiles import tiles
 
-__all__ = ["history", "latent_umap"]
+__all__ = ["history", "latent_umap", "tiles"]

@@ -1,0 +1,247 @@
+"""TileStore: a zarr group of uint8 tiles and a per-tile table, safe to kill and resume.
+
+Layout of ``<path>/`` (a zarr v3 group):
+
+- ``images`` — ``(n, H, W, 3)`` uint8, one tile per chunk (random access for data loaders), Blosc-LZ4
+  compressed (decodes faster than the GPU consumes);
+- ``x``, ``y`` (int64, tile origin in level-0 pixels of the slide), ``mpp`` (float32),
+  ``unit_code``, ``slide_code`` (int32) — the per-tile table, one array per column;
+- ``rnapaint_commit.json`` — how many rows are committed, the unit and slide names behind the codes,
+  and which slides are finished or failed. It is replaced atomically (write + rename) *after* the
+  rows it counts are written, so a writer killed at any point leaves a store whose committed part
+  is whole; rows past the count are overwritten by the next writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COMMIT = "rnapaint_commit.json"
+FORMAT_VERSION = 1
+_COLUMNS = {"x": "int64", "y": "int64", "mpp": "float32", "unit_code": "int32", "slide_code": "int32"}
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class TileStore:
+    """Tiles ``(n, H, W, 3)`` uint8 with a table (unit, slide, x, y, mpp), stored in zarr.
+
+    Create with :meth:`create`, open with :meth:`open` (``mode="r"`` read-only, ``"a"`` append).
+    ``store[i]`` / ``store[idx]`` returns tiles as numpy; ``store.table`` the committed table;
+    ``store.indices(unit)`` the rows of one expression unit.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "r"):
+        import zarr
+
+        self.path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}.")
+        if not (self.path / COMMIT).is_file():
+            raise ValueError(f"{self.path} is not a rnapaint TileStore ({COMMIT} is missing).")
+        self.mode = mode
+        self._group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
+        self._load_commit()
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path: str | os.PathLike, tile_size: int, overwrite: bool = False) -> TileStore:
+        """Create an empty store for square tiles of ``tile_size`` pixels."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise FileExistsError(f"{path} exists; open it with TileStore.open or pass overwrite=True.")
+            shutil.rmtree(path)
+        g = zarr.open_group(str(path), mode="w")
+        g.create_array("images", shape=(0, tile_size, tile_size, 3), chunks=(1, tile_size, tile_size, 3),
+                       dtype="uint8", compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"))
+        for name, dtype in _COLUMNS.items():
+            g.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
+        g.attrs["rnapaint"] = {"format_version": FORMAT_VERSION, "tile_size": int(tile_size)}
+        _write_json_atomic(path / COMMIT, {"n": 0, "units": [], "slides": [], "done": {}, "failed": {},
+                                           "format_version": FORMAT_VERSION, "tile_size": int(tile_size)})
+        return cls(path, mode="a")
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> TileStore:
+        """Open an existing store (``"r"`` read-only, ``"a"`` to append)."""
+        return cls(path, mode=mode)
+
+    # ------------------------------------------------------------------ state
+    def _load_commit(self) -> None:
+        try:
+            c = json.loads((self.path / COMMIT).read_text())
+        except json.JSONDecodeError as e:  # pragma: no cover - written atomically
+            raise ValueError(f"{self.path / COMMIT} is not valid JSON: {e}") from e
+        self._n = int(c["n"])
+        self._units: list[str] = list(c["units"])
+        self._slides: list[str] = list(c["slides"])
+        self._done: dict[str, int] = dict(c["done"])
+        self._failed: dict[str, str] = dict(c["failed"])
+        self.tile_size = int(c["tile_size"])
+        self._unit_index = {u: i for i, u in enumerate(self._units)}
+        self._slide_index = {s: i for i, s in enumerate(self._slides)}
+        self._pending = 0  # rows written since the last commit
+
+    def _commit(self) -> None:
+        _write_json_atomic(self.path / COMMIT, {
+            "n": self._n, "units": self._units, "slides": self._slides, "done": self._done,
+            "failed": self._failed, "format_version": FORMAT_VERSION, "tile_size": self.tile_size,
+        })
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return (f"TileStore({str(self.path)!r}, {self._n} tiles of {self.tile_size}px, "
+                f"{len(self._units)} units, {len(self._done)} slides done, {len(self._failed)} failed)")
+
+    @property
+    def images(self):
+        """The zarr array of tiles (rows past ``len(self)`` are uncommitted)."""
+        return self._group["images"]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            if not -self._n <= idx < self._n:
+                raise IndexError(f"tile {idx} out of range for {self._n} tiles.")
+            return self.images[int(idx) % self._n]
+        if isinstance(idx, slice):
+            idx = np.arange(self._n)[idx]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.size and (idx.min() < -self._n or idx.max() >= self._n):
+            raise IndexError(f"tile indices out of range for {self._n} tiles.")
+        idx = idx % max(self._n, 1)
+        if idx.size == 0:
+            return np.zeros((0, self.tile_size, self.tile_size, 3), np.uint8)
+        return self.images.get_orthogonal_selection((idx, slice(None), slice(None), slice(None)))
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Committed per-tile table: ``unit``, ``slide``, ``x``, ``y``, ``mpp``."""
+        n = self._n
+        cols = {k: self._group[k][:n] for k in _COLUMNS}
+        return pd.DataFrame({
+            "unit": pd.Categorical.from_codes(cols["unit_code"], categories=self._units) if n else
+            pd.Categorical([], categories=self._units),
+            "slide": pd.Categorical.from_codes(cols["slide_code"], categories=self._slides) if n else
+            pd.Categorical([], categories=self._slides),
+            "x": cols["x"], "y": cols["y"], "mpp": cols["mpp"],
+        })
+
+    @property
+    def units(self) -> list[str]:
+        """Names of the expression units that have tiles."""
+        return list(self._units)
+
+    def indices(self, unit: str) -> np.ndarray:
+        """Row indices of one unit's tiles."""
+        if unit not in self._unit_index:
+            raise KeyError(f"unit {unit!r} has no tiles in {self.path}.")
+        codes = self._group["unit_code"][: self._n]
+        return np.flatnonzero(codes == self._unit_index[unit])
+
+    def unit_codes(self) -> np.ndarray:
+        """``(n,)`` int32 unit code of every committed tile (index into :attr:`units`)."""
+        return np.asarray(self._group["unit_code"][: self._n])
+
+    @property
+    def done_slides(self) -> dict[str, int]:
+        """Slides fully written, with their tile counts (a rerun skips them)."""
+        return dict(self._done)
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """Slides that could not be tiled and why."""
+        return pd.DataFrame({"slide": list(self._failed), "error": list(self._failed.values())})
+
+    # ------------------------------------------------------------------ writing
+    def _code(self, names: list[str], index: dict[str, int], values) -> np.ndarray:
+        out = np.empty(len(values), np.int32)
+        for i, v in enumerate(map(str, values)):
+            if v not in index:
+                index[v] = len(names)
+                names.append(v)
+            out[i] = index[v]
+        return out
+
+    def append(self, images: np.ndarray, table: pd.DataFrame, slide_done: str | None = None,
+               commit: bool = True) -> None:
+        """Append tiles and their table rows, then commit them (optionally marking a slide finished).
+
+        Parameters
+        ----------
+        images
+            ``(k, H, W, 3)`` uint8 with ``H == W == tile_size``.
+        table
+            ``k`` rows with columns ``unit``, ``slide``, ``x``, ``y``, ``mpp``.
+        slide_done
+            Slide to record as finished in the same commit.
+        commit
+            ``False`` writes the rows without committing them, so that several batches of one slide
+            become visible together (a kill before the final commit leaves none of them).
+        """
+        if self.mode != "a":
+            raise ValueError("The store is open read-only; open it with mode='a' to append.")
+        images = np.asarray(images)
+        k = len(images)
+        ts = self.tile_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (ts, ts, 3):
+            raise ValueError(f"images must be uint8 (k, {ts}, {ts}, 3), got {images.dtype} {images.shape}.")
+        missing = {"unit", "slide", "x", "y", "mpp"} - set(table.columns)
+        if len(table) != k or missing:
+            raise ValueError(f"table must have {k} rows and columns unit, slide, x, y, mpp (missing {missing}).")
+        n0, n1 = self._n, self._n + k
+        units, slides = list(self._units), list(self._slides)
+        uidx, sidx = dict(self._unit_index), dict(self._slide_index)
+        cols = {
+            "x": table["x"].to_numpy(np.int64), "y": table["y"].to_numpy(np.int64),
+            "mpp": table["mpp"].to_numpy(np.float32),
+            "unit_code": self._code(units, uidx, table["unit"]),
+            "slide_code": self._code(slides, sidx, table["slide"]),
+        }
+        if k:
+            arr = self.images
+            if arr.shape[0] < n1:
+                arr.resize((n1, ts, ts, 3))
+            arr[n0:n1] = images
+            for name, values in cols.items():
+                a = self._group[name]
+                if a.shape[0] < n1:
+                    a.resize((n1,))
+                a[n0:n1] = values
+        self._units, self._slides, self._unit_index, self._slide_index = units, slides, uidx, sidx
+        self._n = n1
+        self._pending += k
+        if slide_done is not None:
+            self._done[str(slide_done)] = self._pending + int(self._done.get(str(slide_done), 0))
+            self._failed.pop(str(slide_done), None)
+        if commit:
+            self._commit()
+            self._pending = 0
+
+    def mark_failed(self, slide: str, error: str) -> None:
+        """Record a slide that could not be tiled (a rerun tries it again)."""
+        if self.mode != "a":
+            raise ValueError("The store is open read-only.")
+        self._failed[str(slide)] = str(error)
+        self._commit()
