@@ -89,7 +89,8 @@ def plan_tiles(slide: Slide, params: TilingParams) -> tuple[pd.DataFrame, dict[s
     info holds the level, scale and thresholds used.
     """
     if slide.mpp is None:
-        raise SlideError(f"{slide.path.name} records no µm/px: pass mpp= (e.g. {{'{slide.path.name}': 0.25}}).")
+        raise SlideError(f"{slide.path.name} records no µm/px: give it with slide_mpp= (e.g. slide_mpp=0.25 or "
+                         f"slide_mpp={{'{slide.path.name}': 0.25}}).")
     scale = params.mpp / slide.mpp  # level-0 pixels per target pixel
     if scale < 1 - 1e-3:
         raise SlideError(f"{slide.path.name} is scanned at {slide.mpp:.3g} µm/px, coarser than the requested "

@@ -1,0 +1,342 @@
+"""Tiles: whole-slide tiling, spot patches, the TileStore and paired datasets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import rnapaint as rp
+from rnapaint.io.slides import Slide
+from rnapaint.pp.tiling import TilingParams, background_fraction, contrast, read_tile
+
+CMU = "wsi/CMU-1-Small-Region.svs"
+
+
+def _units(paths: dict[str, str]) -> ad.AnnData:
+    return ad.AnnData(obs=pd.DataFrame({"slide": list(paths.values())}, index=list(paths)))
+
+
+# ---------------------------------------------------------------- TileStore
+def test_tile_store_append_read_index_and_readonly(tmp_path):
+    rng = np.random.default_rng(0)
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 16)
+    imgs = rng.integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    table = pd.DataFrame({"unit": list("aabbbcc"), "slide": "s1", "x": np.arange(7), "y": 0, "mpp": 0.5})
+    store.append(imgs[:4], table.iloc[:4])
+    store.append(imgs[4:], table.iloc[4:].reset_index(drop=True), slide_done="s1")
+    ro = rp.data.TileStore.open(tmp_path / "s.zarr")
+    assert len(ro) == 7 and ro.units == ["a", "b", "c"]
+    np.testing.assert_array_equal(ro[np.arange(7)], imgs)
+    np.testing.assert_array_equal(ro.indices("b"), [2, 3, 4])
+    assert ro.table["unit"].tolist() == list("aabbbcc") and ro.done_slides == {"s1": 3}
+    with pytest.raises(ValueError, match="read-only"):
+        ro.append(imgs[:1], table.iloc[:1])
+    with pytest.raises(ValueError, match="uint8"):
+        store.append(imgs[:1].astype(np.float32), table.iloc[:1])
+    with pytest.raises(KeyError):
+        ro.indices("zzz")
+    with pytest.raises(IndexError):
+        ro[7]
+
+
+def test_uncommitted_rows_are_invisible(tmp_path):
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    img = np.full((3, 8, 8, 3), 7, np.uint8)
+    t = pd.DataFrame({"unit": ["u"] * 3, "slide": "s", "x": [0, 1, 2], "y": 0, "mpp": 1.0})
+    store.append(img, t, commit=False)  # a writer killed here...
+    assert len(rp.data.TileStore.open(tmp_path / "s.zarr")) == 0  # ...leaves nothing half-visible
+    with pytest.raises(ValueError, match="not a rnapaint TileStore"):
+        rp.data.TileStore.open(tmp_path)
+
+
+# ---------------------------------------------------------------- whole slides
+@pytest.fixture(scope="module")
+def cmu_store(data_root, tmp_path_factory):
+    path = str(data_root / CMU)
+    a = _units({"cmu": path})
+    store = tmp_path_factory.mktemp("cmu") / "tiles.zarr"
+    rp.pp.tile_slides(a, store=store, tile_size=256, mpp=0.5, progress_bar=False)
+    return a, store, path
+
+
+def test_cmu_kept_tiles_are_tissue_and_dropped_ones_are_not(cmu_store):
+    a, store_path, path = cmu_store
+    store = rp.data.TileStore.open(store_path)
+    params = TilingParams(tile_size=256, mpp=0.5)
+    assert len(store) == a.obs["n_tiles"].iloc[0] > 10
+    with Slide(path) as slide:
+        grid, info = rp.pp.plan_tiles(slide, params)
+        kept = set(zip(store.table["x"], store.table["y"], strict=True))
+        tiles = store[np.arange(len(store))]
+        bg = background_fraction(tiles, info["grey_threshold"], info["sat_threshold"])
+        assert (bg <= params.max_background).all() and (contrast(tiles) >= params.min_contrast).all()
+        by_xy = grid.set_index(["x", "y"])
+        assert (by_xy.loc[sorted(kept), "mask_tissue"] > 0.2).all()  # every kept tile has tissue by the mask
+        dropped = [(x, y) for x, y in zip(grid["x"], grid["y"], strict=True) if (x, y) not in kept]
+        assert len(dropped) > 10
+        for x, y in dropped:
+            t = read_tile(slide, x, y, info, 256)
+            is_bg = background_fraction(t, info["grey_threshold"], info["sat_threshold"]) > params.max_background
+            assert is_bg or contrast(t) < params.min_contrast, (x, y)
+    assert store.table["mpp"].eq(0.5).all()
+
+
+def test_max_tiles_is_a_seeded_draw(data_root, tmp_path):
+    path = str(data_root / CMU)
+    runs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        rp.pp.tile_slides(_units({"cmu": path}), store=tmp_path / f"{name}.zarr", max_tiles=5, seed=seed,
+                          progress_bar=False)
+        t = rp.data.TileStore.open(tmp_path / f"{name}.zarr").table
+        runs.append(set(zip(t["x"], t["y"], strict=True)))
+    assert len(runs[0]) == 5 and runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def _pyramid(path: Path, base_mpp: float = 0.25) -> np.ndarray:
+    """A 3-level tiled TIFF whose pixel values encode position; returns level 0."""
+    tifffile = pytest.importorskip("tifffile")
+    h, w = 1024, 1536
+    yy, xx = np.mgrid[0:h, 0:w]
+    lvl0 = np.stack([(xx // 3) % 251, (yy // 5) % 241, (xx + yy) % 239], -1).astype(np.uint8)
+    levels = [lvl0]
+    for _ in range(2):  # exact 2×2 block means, as a scanner's pyramid would hold
+        p = levels[-1].astype(np.float64)
+        levels.append(((p[0::2, 0::2] + p[1::2, 0::2] + p[0::2, 1::2] + p[1::2, 1::2]) / 4).round().astype(np.uint8))
+    with tifffile.TiffWriter(path) as tw:
+        for i, lv in enumerate(levels):
+            res = 1e4 / (base_mpp * 2**i)  # pixels per cm
+            tw.write(lv, tile=(128, 128), photometric="rgb", resolution=(res, res), resolutionunit="CENTIMETER",
+                     subfiletype=0 if i == 0 else 1)
+    return levels
+
+
+@pytest.mark.parametrize(("mpp", "level"), [(0.25, 0), (0.5, 1), (1.0, 2)])
+def test_pyramid_tiles_hold_exact_pixels(tmp_path, mpp, level):
+    levels = _pyramid(tmp_path / "p.tif")
+    params = TilingParams(tile_size=128, mpp=mpp)
+    with Slide(tmp_path / "p.tif") as slide:
+        assert slide.mpp == pytest.approx(0.25)
+        grid, info = rp.pp.plan_tiles(slide, params)
+        assert info["level"] == level
+        expect_cols, expect_rows = levels[level].shape[1] // 128, levels[level].shape[0] // 128
+        assert len(grid) == expect_cols * expect_rows
+        for i, j in [(0, 0), (1, 1), (expect_cols - 1, expect_rows - 1)]:
+            r = grid[(grid["col"] == i) & (grid["row"] == j)].iloc[0]
+            tile = read_tile(slide, int(r.x), int(r.y), info, 128)
+            np.testing.assert_array_equal(tile, levels[level][j * 128:(j + 1) * 128, i * 128:(i + 1) * 128])
+
+
+def test_resized_level_is_close(tmp_path):
+    levels = _pyramid(tmp_path / "p.tif")
+    with Slide(tmp_path / "p.tif") as slide:
+        grid, info = rp.pp.plan_tiles(slide, TilingParams(tile_size=64, mpp=0.75))
+        assert info["level"] == 1  # 0.5 µm/px, the coarsest level still finer than 0.75
+        tile = read_tile(slide, 0, 0, info, 64).astype(float)
+        ref = levels[1][:96, :96].astype(float)  # 96 px at 0.5 µm/px = 64 px at 0.75 µm/px
+        from PIL import Image
+        expected = np.asarray(Image.fromarray(ref.astype(np.uint8)).resize((64, 64), Image.Resampling.BOX), float)
+        assert np.abs(tile - expected).mean() < 12
+
+
+def test_bad_slides_go_to_the_failure_table(data_root, tmp_path):
+    good = tmp_path / "good.svs"
+    shutil.copy(data_root / CMU, good)
+    corrupt = tmp_path / "corrupt.svs"
+    corrupt.write_bytes(b"II*\x00garbage" * 100)
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+    Image.new("RGB", (600, 600), (245, 245, 245)).save(blank)
+    nompp = tmp_path / "nompp.png"
+    Image.fromarray((np.random.default_rng(0).random((300, 300, 3)) * 255).astype(np.uint8)).save(nompp)
+    a = _units({"good": str(good), "missing": str(tmp_path / "missing.svs"), "corrupt": str(corrupt),
+                "blank": str(blank), "nompp": str(nompp)})
+    rp.pp.tile_slides(a, store=tmp_path / "t.zarr", slide_mpp={"blank.png": 0.5}, progress_bar=False)
+    fail = rp.data.TileStore.open(tmp_path / "t.zarr").failures.set_index("slide")["error"]
+    assert "No slide" in fail[str(tmp_path / "missing.svs")]
+    assert "OpenSlide cannot read" in fail[str(corrupt)]
+    assert "no tissue" in fail[str(blank)]
+    assert "slide_mpp=" in fail[str(nompp)]
+    assert a.obs.loc["good", "n_tiles"] > 10 and a.obs.loc[["missing", "blank"], "n_tiles"].eq(0).all()
+    assert len(a.uns["tiles"]["failures"]) == 4
+
+
+def test_parallel_and_executor_match_serial(data_root, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = {}
+    for i in range(3):
+        p = tmp_path / f"s{i}.svs"
+        shutil.copy(data_root / CMU, p)
+        paths[f"u{i}"] = str(p)
+    rp.pp.tile_slides(_units(paths), store=tmp_path / "serial.zarr", max_tiles=6, progress_bar=False)
+    with ThreadPoolExecutor(2) as ex:  # stands in for a dask.distributed Client (same submit/result API)
+        rp.pp.tile_slides(_units(paths), store=tmp_path / "client.zarr", max_tiles=6, client=ex, progress_bar=False)
+    a = rp.data.TileStore.open(tmp_path / "serial.zarr")
+    b = rp.data.TileStore.open(tmp_path / "client.zarr")
+    key = ["unit", "x", "y"]
+    ta, tb = a.table.astype({"unit": str}), b.table.astype({"unit": str})
+    assert ta.sort_values(key)[key].reset_index(drop=True).equals(tb.sort_values(key)[key].reset_index(drop=True))
+
+
+_KILL_SCRIPT = """
+import sys, anndata as ad, pandas as pd, rnapaint as rp
+paths = sys.argv[2:]
+a = ad.AnnData(obs=pd.DataFrame({"slide": paths}, index=[f"u{i}" for i in range(len(paths))]))
+rp.pp.tile_slides(a, store=sys.argv[1], max_tiles=40, progress_bar=False)
+"""
+
+
+def test_killed_run_resumes_without_duplicates(data_root, tmp_path):
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"slide{i}.svs"
+        shutil.copy(data_root / CMU, p)
+        paths.append(str(p))
+    store = tmp_path / "t.zarr"
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(store), *paths])
+    commit = store / "rnapaint_commit.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill as soon as the first slide is committed
+        if commit.is_file() and json.loads(commit.read_text())["done"]:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = json.loads(commit.read_text())["done"]
+    assert 1 <= len(done_before) < 6, "the kill came too late to test resuming"
+    subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(store), *paths], check=True)
+    s = rp.data.TileStore.open(store)
+    t = s.table
+    assert set(s.done_slides) == set(paths)
+    assert not t.duplicated(["slide", "x", "y"]).any()
+    counts = t["slide"].astype(str).value_counts()
+    assert (counts == counts.iloc[0]).all() and len(counts) == 6  # identical slides, identical tile counts
+
+
+# ---------------------------------------------------------------- spots
+@pytest.fixture(scope="module")
+def her2st_c(data_root):
+    return rp.datasets.her2st(data_root, sections=["C2", "C3", "C4", "C5"], images=True)
+
+
+def test_her2st_images_in_scanpy_convention(her2st_c):
+    a = her2st_c
+    assert set(a.uns["spatial"]) == {"C2", "C3", "C4", "C5"}
+    entry = a.uns["spatial"]["C2"]
+    assert entry["images"]["hires"].dtype == np.uint8 and max(entry["images"]["hires"].shape) == 2000
+    assert 0.5 < entry["metadata"]["mpp"] < 1.0  # ST array pitch: 200 µm between spot centres
+    assert 0 < entry["scalefactors"]["tissue_hires_scalef"] < 1
+
+
+def test_spot_patches_are_centred_on_the_spots(her2st_c, data_root):
+    from PIL import Image
+
+    a = her2st_c.copy()
+    rp.pp.spot_tiles(a, size=224, progress_bar=False)
+    assert a.obsm["tiles"].shape == (a.n_obs, 1, 224, 224, 3) and not a.obs["tiles_outside"].any()
+    assert a.n_obs == 732  # one patch per spot with counts (the spot files select 739; 7 have no counts)
+    Image.MAX_IMAGE_PIXELS = None
+    rng = np.random.default_rng(0)
+    for sec in ["C2", "C5"]:
+        spots = pd.read_csv(data_root / f"her2st/data/ST-spotfiles/{sec}_selection.tsv", sep="\t")
+        img = np.asarray(Image.open(a.uns["spatial"][sec]["metadata"]["source_image_path"]).convert("RGB"))
+        for _, s in spots.iloc[rng.choice(len(spots), 8, replace=False)].iterrows():
+            name = f"{sec}_{int(s.x)}x{int(s.y)}"
+            if name not in a.obs_names:
+                continue
+            cx, cy = int(np.floor(s.pixel_x - 112)), int(np.floor(s.pixel_y - 112))
+            np.testing.assert_array_equal(a[name].obsm["tiles"][0, 0], img[cy:cy + 224, cx:cx + 224])
+
+
+def test_spots_outside_the_image_are_flagged(her2st_c, tmp_path):
+    a = her2st_c[her2st_c.obs["section"] == "C2"].copy()
+    a.obsm["spatial"] = a.obsm["spatial"].copy()
+    a.obsm["spatial"][:3] = [[5.0, 5.0], [1e6, 10.0], [100.0, -50.0]]
+    rp.pp.spot_tiles(a, size=224, store=tmp_path / "spots.zarr", progress_bar=False)
+    assert a.obs["tiles_outside"].sum() == 3 and a.obs["tiles_outside"].iloc[:3].all()
+    s = rp.data.TileStore.open(tmp_path / "spots.zarr")
+    assert len(s) == a.n_obs - 3 and not set(a.obs_names[:3]) & set(s.units)
+    no_img = a.copy()
+    del no_img.uns["spatial"]
+    with pytest.raises(ValueError, match="holds no image"):
+        rp.pp.spot_tiles(no_img)
+
+
+def test_hires_fallback_without_source_image(her2st_c):
+    a = her2st_c[her2st_c.obs["section"] == "C3"].copy()
+    a.uns["spatial"] = {"C3": {k: v for k, v in a.uns["spatial"]["C3"].items() if k != "metadata"}}
+    full = a.copy()
+    full.uns["spatial"] = her2st_c.uns["spatial"]
+    rp.pp.spot_tiles(a, size=96, progress_bar=False)
+    rp.pp.spot_tiles(full, size=96, library_key="section", progress_bar=False)
+    diff = np.abs(a.obsm["tiles"].astype(float) - full.obsm["tiles"].astype(float)).mean()
+    assert diff < 25  # upscaled hires vs full resolution: the same place, blurrier
+
+
+# ---------------------------------------------------------------- paired data
+def test_paired_tiles_pair_each_tile_with_its_unit(tmp_path):
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    units = ["u2", "u0", "u0", "u1"]
+    imgs = np.stack([np.full((8, 8, 3), 10 * i, np.uint8) for i in range(4)])
+    store.append(imgs, pd.DataFrame({"unit": units, "slide": "s", "x": range(4), "y": 0, "mpp": 1.0}))
+    a = ad.AnnData(X=np.arange(3 * 2, dtype=np.float32).reshape(3, 2), obs=pd.DataFrame(index=["u0", "u1", "u2"]))
+    ds = rp.data.PairedTiles(tmp_path / "s.zarr", a, value_range=(0, 1))
+    for i, u in enumerate(units):
+        item = ds[i]
+        np.testing.assert_array_equal(item["condition"].numpy(), a[u].X[0])
+        assert item["image"].shape == (3, 8, 8) and item["image"].max().item() == pytest.approx(10 * i / 255)
+    train = rp.data.PairedTiles(tmp_path / "s.zarr", a, units=["u0"])
+    assert len(train) == 2 and set(train.obs_rows) == {0}
+    with pytest.raises(ValueError, match="not in adata"):
+        rp.data.PairedTiles(tmp_path / "s.zarr", a[:2].copy())
+
+
+def test_loader_batches_are_seeded_and_augmented(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (6, 2, 16, 16, 3), dtype=np.uint8)
+    a = ad.AnnData(X=rng.standard_normal((6, 3)).astype(np.float32))
+    ds = rp.data.PairedTiles(arr, a, augment=True)
+
+    def first_batch(workers):
+        return next(iter(rp.data.tile_loader(ds, batch_size=4, num_workers=workers, seed=3)))
+
+    # In worker processes the loader's seed fixes the augmentations too.
+    b1, b2 = first_batch(1), first_batch(1)
+    assert torch.equal(b1["image"], b2["image"]) and b1["image"].shape == (4, 3, 16, 16)
+    torch.manual_seed(0)  # in the main process they follow torch's global seed
+    b3 = first_batch(0)
+    torch.manual_seed(0)
+    assert torch.equal(b3["image"], first_batch(0)["image"])
+    plain = rp.data.PairedTiles(arr, a, augment=None)
+    changed = [not torch.equal(ds[i]["image"], plain[i]["image"]) for i in range(12)]
+    assert sum(changed) >= 8  # colour jitter alone changes almost every tile
+    # Dihedral transforms keep the multiset of pixels: flips/rotations without jitter.
+    geo = rp.data.PairedTiles(arr, a, augment=rp.data.TileAugment(brightness=0, contrast=0, saturation=0, hue=0))
+    for i in range(4):
+        x, y = geo[i]["image"], plain[i]["image"]
+        assert torch.equal(x.flatten().sort().values, y.flatten().sort().values)
+
+
+def test_unit_sampler_balances_units():
+    obs_rows = np.array([0] * 90 + [1] * 10)
+    s = rp.data.UnitSampler(obs_rows, num_samples=2000, seed=0)
+    drawn = obs_rows[list(s)]
+    assert 0.4 < drawn.mean() < 0.6  # unit 1 is drawn as often as unit 0 despite 9× fewer tiles
+
+
+def test_tile_grid_figure(tmp_path):
+    arr = np.zeros((5, 8, 8, 3), np.uint8)
+    fig = rp.pl.tiles(arr, labels=list("abcde"), ncols=3, save=tmp_path / "g.png", show=False)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and [ax.get_title() for ax in shown] == list("abcde")
+    assert (tmp_path / "g.png").stat().st_size > 0
