@@ -181,11 +181,18 @@ def test_parallel_and_executor_match_serial(data_root, tmp_path):
     rp.pp.tile_slides(_units(paths), store=tmp_path / "serial.zarr", max_tiles=6, progress_bar=False)
     with ThreadPoolExecutor(2) as ex:  # stands in for a dask.distributed Client (same submit/result API)
         rp.pp.tile_slides(_units(paths), store=tmp_path / "client.zarr", max_tiles=6, client=ex, progress_bar=False)
-    a = rp.data.TileStore.open(tmp_path / "serial.zarr")
-    b = rp.data.TileStore.open(tmp_path / "client.zarr")
+    rp.pp.tile_slides(_units(paths), store=tmp_path / "procs.zarr", max_tiles=6, n_jobs=2, progress_bar=False)
     key = ["unit", "x", "y"]
-    ta, tb = a.table.astype({"unit": str}), b.table.astype({"unit": str})
-    assert ta.sort_values(key)[key].reset_index(drop=True).equals(tb.sort_values(key)[key].reset_index(drop=True))
+
+    def rows(name):
+        t = rp.data.TileStore.open(tmp_path / name).table.astype({"unit": str})
+        return t.sort_values(key)[key].reset_index(drop=True)
+
+    assert rows("serial.zarr").equals(rows("client.zarr")) and rows("serial.zarr").equals(rows("procs.zarr"))
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as c:
+        rp.pp.tile_slides(_units(paths), store=tmp_path / "dask.zarr", max_tiles=6, client=c, progress_bar=False)
+    assert rows("serial.zarr").equals(rows("dask.zarr"))
 
 
 _KILL_SCRIPT = """
@@ -340,3 +347,49 @@ def test_tile_grid_figure(tmp_path):
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 5 and [ax.get_title() for ax in shown] == list("abcde")
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- SpatialData
+def test_spatialdata_round_trip(her2st_c, tmp_path):
+    sd = pytest.importorskip("spatialdata")
+    a = her2st_c[her2st_c.obs["section"].isin(["C2", "C3"])].copy()
+    a.uns["spatial"] = {k: her2st_c.uns["spatial"][k] for k in ("C2", "C3")}
+    sdata = rp.io.to_spatialdata(a, library_key="section")
+    assert {"C2_image", "C3_image"} <= set(sdata.images) and {"C2_spots", "C3_spots"} <= set(sdata.shapes)
+    sdata.write(tmp_path / "her2st.zarr")  # spatialdata's own writer and reader
+    back = rp.io.from_spatialdata(sd.read_zarr(tmp_path / "her2st.zarr"))
+    assert list(back.obs_names) == list(a.obs_names)
+    np.testing.assert_allclose(back.obsm["spatial"], a.obsm["spatial"], atol=1e-6)
+    np.testing.assert_array_equal(back.X.toarray(), a.X.toarray())
+    assert (back.obs["library_id"].astype(str) == a.obs["section"].astype(str)).all()
+    for lib in ("C2", "C3"):
+        np.testing.assert_array_equal(back.uns["spatial"][lib]["images"]["hires"],
+                                      a.uns["spatial"][lib]["images"]["hires"])
+        assert back.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(
+            a.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"])
+    # Patches cut from the round-tripped object are the same pixels.
+    rp.pp.spot_tiles(a, size=64, library_key="section", progress_bar=False)
+    rp.pp.spot_tiles(back, size=64, progress_bar=False)
+    np.testing.assert_array_equal(a.obsm["tiles"], back.obsm["tiles"])
+
+
+def test_from_spatialdata_built_by_spatialdata_itself():
+    sd = pytest.importorskip("spatialdata")
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    img = np.random.default_rng(0).integers(0, 255, (3, 50, 60), dtype=np.uint8)
+    xy = np.array([[40.0, 60.0], [100.0, 20.0], [200.0, 180.0]])
+    table = ad.AnnData(np.ones((3, 2), np.float32), obs=pd.DataFrame(
+        {"region": pd.Categorical(["spots"] * 3), "cell": [2, 0, 1]}, index=["s2", "s0", "s1"]))
+    sdata = sd.SpatialData(
+        images={"he": Image2DModel.parse(img, dims=("c", "y", "x"),
+                                         transformations={"global": Scale([4.0, 4.0], axes=("y", "x"))})},
+        shapes={"spots": ShapesModel.parse(xy, geometry=0, radius=np.full(3, 5.0), index=np.arange(3),
+                                           transformations={"global": Identity()})},
+        tables={"table": TableModel.parse(table, region="spots", region_key="region", instance_key="cell")},
+    )
+    a = rp.io.from_spatialdata(sdata)
+    np.testing.assert_allclose(a.obsm["spatial"], xy[[2, 0, 1]])  # matched by instance id, not order
+    assert a.uns["spatial"]["global"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.25)
+    np.testing.assert_array_equal(a.uns["spatial"]["global"]["images"]["hires"], np.moveaxis(img, 0, -1))

@@ -12,23 +12,8 @@ import pandas as pd
 
 from .._logging import logger
 from ..io.slides import Slide
+from ..io.spatial import library_of_each_spot
 from ..io.tile_store import TileStore
-
-
-def _library_of_each_spot(adata: ad.AnnData, libs: list[str], library_id: str | None,
-                          library_key: str | None) -> np.ndarray:
-    if library_id is not None:
-        if library_id not in libs:
-            raise ValueError(f"library_id {library_id!r} is not in adata.uns['spatial'] ({libs}).")
-        return np.full(adata.n_obs, library_id, dtype=object)
-    if len(libs) == 1 and library_key is None:
-        return np.full(adata.n_obs, libs[0], dtype=object)
-    keys = [library_key] if library_key else ["library_id", "section", "sample", "batch"]
-    for k in keys:
-        if k in adata.obs and set(adata.obs[k].astype(str)) <= set(libs):
-            return adata.obs[k].astype(str).to_numpy(object)
-    raise ValueError(f"adata.uns['spatial'] holds {len(libs)} libraries: say which spot belongs to which with "
-                     "library_key= (an obs column of library ids) or pick one with library_id=.")
 
 
 class _Source:
@@ -121,7 +106,7 @@ def spot_tiles(
     if xy.ndim != 2 or xy.shape[1] < 2 or not np.isfinite(xy[:, :2]).all():
         raise ValueError(f"obsm[{spatial_key!r}] must be finite (n_obs, 2) coordinates.")
     libs = list(adata.uns["spatial"].keys())
-    spot_lib = _library_of_each_spot(adata, libs, library_id, library_key)
+    spot_lib = library_of_each_spot(adata, libs, library_id, library_key)
     x0 = np.floor(xy[:, 0] - size / 2)
     y0 = np.floor(xy[:, 1] - size / 2)
     outside = np.zeros(adata.n_obs, bool)

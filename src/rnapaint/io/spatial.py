@@ -1,0 +1,162 @@
+"""SpatialData ↔ AnnData with scanpy's ``uns['spatial']``: sections with their image, spots and table.
+
+Each library (section) becomes a coordinate system named after it, in full-resolution image pixels;
+its H&E an image element ``{lib}_image`` (the ``hires`` copy, scaled into that system), its spots a
+circles element ``{lib}_spots``, and the expression one table annotating all spot elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+
+def library_of_each_spot(adata: ad.AnnData, libs: list[str], library_id: str | None = None,
+                         library_key: str | None = None) -> np.ndarray:
+    """The ``uns['spatial']`` library of every observation ``(n_obs,)``.
+
+    One library for all (``library_id``, or the only one), else an obs column: ``library_key`` or
+    the first of ``library_id``, ``section``, ``sample``, ``batch`` whose values are library names.
+    """
+    if library_id is not None:
+        if library_id not in libs:
+            raise ValueError(f"library_id {library_id!r} is not in adata.uns['spatial'] ({libs}).")
+        return np.full(adata.n_obs, library_id, dtype=object)
+    if len(libs) == 1 and library_key is None:
+        return np.full(adata.n_obs, libs[0], dtype=object)
+    keys = [library_key] if library_key else ["library_id", "section", "sample", "batch"]
+    for k in keys:
+        if k in adata.obs and set(adata.obs[k].astype(str)) <= set(libs):
+            return adata.obs[k].astype(str).to_numpy(object)
+    raise ValueError(f"adata.uns['spatial'] holds {len(libs)} libraries: say which spot belongs to which with "
+                     "library_key= (an obs column of library ids) or pick one with library_id=.")
+
+
+def to_spatialdata(adata: ad.AnnData, library_key: str | None = None, spatial_key: str = "spatial",
+                   table_key: str = "table") -> Any:
+    """Convert spots with ``uns['spatial']`` images into a :class:`spatialdata.SpatialData`.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm[spatial_key]`` (full-resolution pixels) and ``uns['spatial']``.
+    library_key
+        obs column naming each spot's library when there are several.
+    spatial_key
+        obsm key of the spot centres.
+    table_key
+        Name of the table element.
+
+    Returns
+    -------
+    SpatialData with ``{lib}_image``, ``{lib}_spots`` per library and the table (region column
+    ``region``, instance column ``instance_id``). Scale factors and source-image metadata travel in
+    ``table.uns['rnapaint_spatial']``.
+    """
+    import spatialdata as sd
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    if "spatial" not in adata.uns or not adata.uns["spatial"]:
+        raise ValueError("adata.uns['spatial'] holds no image to convert.")
+    libs = list(adata.uns["spatial"])
+    spot_lib = library_of_each_spot(adata, libs, library_key=library_key)
+    xy = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]
+    images, shapes, extras = {}, {}, {}
+    region = np.empty(adata.n_obs, dtype=object)
+    instance = np.zeros(adata.n_obs, dtype=np.int64)
+    for lib in pd.unique(spot_lib):
+        entry = adata.uns["spatial"][lib]
+        sf = dict(entry.get("scalefactors", {}))
+        rows = np.flatnonzero(spot_lib == lib)
+        if "hires" in entry.get("images", {}):
+            hires = np.asarray(entry["images"]["hires"])
+            if hires.dtype != np.uint8:
+                hires = (np.clip(hires, 0, 1) * 255).round().astype(np.uint8)
+            s = 1.0 / float(sf["tissue_hires_scalef"])
+            images[f"{lib}_image"] = Image2DModel.parse(
+                np.moveaxis(hires[..., :3], -1, 0), dims=("c", "y", "x"), c_coords=["r", "g", "b"],
+                transformations={str(lib): Scale([s, s], axes=("y", "x"))})
+        radius = float(sf.get("spot_diameter_fullres", 1.0)) / 2
+        shapes[f"{lib}_spots"] = ShapesModel.parse(
+            xy[rows], geometry=0, radius=np.full(len(rows), radius), index=np.arange(len(rows)),
+            transformations={str(lib): Identity()})
+        region[rows] = f"{lib}_spots"
+        instance[rows] = np.arange(len(rows))
+        extras[str(lib)] = {"scalefactors": sf, "metadata": dict(entry.get("metadata", {}) or {})}
+    table = adata.copy()
+    del table.uns["spatial"]
+    table.obs["region"] = pd.Categorical(region)
+    table.obs["instance_id"] = instance
+    table.uns["rnapaint_spatial"] = extras
+    table = TableModel.parse(table, region=sorted(shapes), region_key="region", instance_key="instance_id")
+    return sd.SpatialData(images=images, shapes=shapes, tables={table_key: table})
+
+
+def _image_array(element) -> np.ndarray:
+    if hasattr(element, "children") and "scale0" in getattr(element, "children", {}):  # multiscale
+        element = next(iter(element["scale0"].values()))
+    return np.moveaxis(np.asarray(element.values), 0, -1)
+
+
+def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "spatial") -> ad.AnnData:
+    """Spots of a :class:`spatialdata.SpatialData` as an AnnData with scanpy's ``uns['spatial']``.
+
+    The table's regions must be circle (spot) elements; each region's coordinate system is one
+    library, whose image (the element of that system) becomes ``uns['spatial'][lib]['images']['hires']``
+    with the matching ``tissue_hires_scalef``. Spot centres, in that system's units, go to
+    ``obsm[spatial_key]``; ``obs['library_id']`` names each spot's library.
+    """
+    from spatialdata.transformations import get_transformation
+
+    if table_key not in sdata.tables:
+        raise ValueError(f"SpatialData has no table {table_key!r}; tables: {list(sdata.tables)}.")
+    table = sdata.tables[table_key]
+    attrs = table.uns.get("spatialdata_attrs", {})
+    region_key, instance_key = attrs.get("region_key"), attrs.get("instance_key")
+    if region_key is None or instance_key is None:
+        raise ValueError(f"Table {table_key!r} does not annotate any element (no region/instance keys).")
+    extras = table.uns.get("rnapaint_spatial", {})
+    out = table.copy()
+    xy = np.full((out.n_obs, 2), np.nan)
+    lib_of = np.empty(out.n_obs, dtype=object)
+    spatial: dict[str, Any] = {}
+    for reg in pd.unique(out.obs[region_key].astype(str)):
+        if reg not in sdata.shapes:
+            raise ValueError(f"Region {reg!r} is not a shapes element; rnapaint reads spots as circles.")
+        gdf = sdata.shapes[reg]
+        transforms = get_transformation(gdf, get_all=True)
+        lib = next(iter(transforms))
+        m = transforms[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+        pts = np.c_[gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy(), np.ones(len(gdf))] @ m.T
+        rows = np.flatnonzero(out.obs[region_key].astype(str).to_numpy() == reg)
+        pos = pd.Index(gdf.index).get_indexer(out.obs[instance_key].to_numpy()[rows])
+        if (pos < 0).any():
+            raise ValueError(f"{(pos < 0).sum()} table rows of {reg!r} have no matching spot.")
+        xy[rows] = pts[pos, :2]
+        lib_of[rows] = lib
+        entry: dict[str, Any] = {"images": {}, "scalefactors": {}, "metadata": {}}
+        for name, img in sdata.images.items():
+            tr = get_transformation(img, get_all=True)
+            if lib in tr:
+                s = float(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))[0, 0])
+                entry["images"]["hires"] = _image_array(img).astype(np.uint8)
+                entry["scalefactors"]["tissue_hires_scalef"] = 1.0 / s
+                entry["metadata"]["image_element"] = name
+                break
+        if "radius" in gdf:
+            entry["scalefactors"]["spot_diameter_fullres"] = float(2 * np.median(gdf["radius"]) * abs(m[0, 0]))
+        extra = extras.get(lib, {})
+        entry["scalefactors"] = {**extra.get("scalefactors", {}), **entry["scalefactors"]}
+        entry["metadata"] = {**extra.get("metadata", {}), **entry["metadata"]}
+        spatial[lib] = entry
+    out.obsm[spatial_key] = xy
+    out.obs["library_id"] = pd.Categorical(lib_of)
+    out.obs = out.obs.drop(columns=[region_key, instance_key])
+    out.uns.pop("spatialdata_attrs", None)
+    out.uns.pop("rnapaint_spatial", None)
+    out.uns["spatial"] = spatial
+    return out
