@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -75,3 +77,40 @@ html_theme_options = {
     "show_toc_level": 2,
     "use_download_button": False,
 }
+
+
+# -- Completeness of the API page -------------------------------------------------------------------
+# docs/api.md lists the members by hand (grouped, in reading order). A public name (in a layer's
+# __all__) missing from it is a warning, hence an error under `make docs` (-W).
+API_LAYERS = ("io", "datasets", "pp", "data", "nn", "models", "metrics", "tl", "pl")
+
+
+def _documented_api() -> dict[str, set[str]]:
+    documented: dict[str, set[str]] = {}
+    layer = None
+    for line in (DOCS / "api.md").read_text().splitlines():
+        m = re.fullmatch(r"\.\. currentmodule:: rnapaint\.(\w+)", line.strip())
+        if m:
+            layer = m.group(1)
+        elif layer and (m := re.fullmatch(r" {3}~?([A-Za-z_]\w*)", line)):
+            documented.setdefault(layer, set()).add(m.group(1))
+    return documented
+
+
+def _check_api_complete(app) -> None:
+    from sphinx.util import logging
+
+    log = logging.getLogger("rnapaint.docs")
+    documented = _documented_api()
+    modules = {layer: importlib.import_module(f"rnapaint.{layer}") for layer in API_LAYERS}
+    seen = {id(getattr(modules[la], n)) for la, names in documented.items() for n in names if la in modules}
+    for layer, module in modules.items():
+        missing = [
+            n for n in module.__all__ if n not in documented.get(layer, set()) and id(getattr(module, n)) not in seen
+        ]
+        if missing:
+            log.warning(f"rnapaint.{layer} exports {missing}, which docs/api.md does not list", location="api")
+
+
+def setup(app):
+    app.connect("builder-inited", _check_api_complete)

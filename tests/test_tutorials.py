@@ -74,3 +74,19 @@ def test_tcga_vae_tutorial(data_root):
     # The loaded model on the re-aligned test patients (1 % genes missing) performs as in-session.
     assert abs(result["rmse_external"] - result["rmse_test"]) < 0.1
     assert result["knn_sample_type_test"] > 0.7
+
+
+@pytest.mark.slow
+def test_tiles_tutorial(data_root):
+    env = {**os.environ, "RNAPAINT_DATA": str(Path(data_root).resolve())}
+    env.pop("MPLBACKEND", None)
+    nb = _execute(TUTORIALS / "tiles.py", env)
+
+    assert not _outputs(nb, "error")
+    n_figures = sum("image/png" in o.get("data", {}) for o in _outputs(nb, "display_data"))
+    assert n_figures >= 5, f"expected the section, three tile grids and the tiling map, got {n_figures}"
+    found = RESULT.findall(_text(nb))
+    assert len(found) == 1
+    result = {k: int(v) for k, v in (item.split("=") for item in found[0].split())}
+    assert result["spots"] == 187 and result["patches"] == 187  # HER2ST C2: every spot gets its patch
+    assert result["wsi_tiles"] > 10

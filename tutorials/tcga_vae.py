@@ -290,9 +290,7 @@ print(f"the same normals before shifting, classified tumour: {np.mean(before == 
 
 change = pd.Series(np.asarray(shifted.X - sub.X[normals_test]).mean(0), index=sub.var_names)
 is_tumour = sub_types == "tumor"
-real_diff = pd.Series(
-    sub.X[sub_train & is_tumour].mean(0) - sub.X[sub_train & ~is_tumour].mean(0), index=sub.var_names
-)
+real_diff = pd.Series(sub.X[sub_train & is_tumour].mean(0) - sub.X[sub_train & ~is_tumour].mean(0), index=sub.var_names)
 print(
     f"correlation of the shift's per-gene change with the real tumour − normal difference: "
     f"{np.corrcoef(change, real_diff)[0, 1]:.3f}"

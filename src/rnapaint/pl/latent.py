@@ -80,14 +80,14 @@ def latent_umap(
             xs.append(np.asarray(s.X))
             gs.append(s.obs[col].astype(str).to_numpy())
         blocks.append(("synthetic", np.vstack(xs), np.concatenate(gs)))
+    n_total = sum(len(b[1]) for b in blocks)
     joint = ad.AnnData(
         X=np.vstack([b[1] for b in blocks]).astype(np.float32),
         obs=pd.DataFrame({
             "kind": np.concatenate([[b[0]] * len(b[1]) for b in blocks]),
             "group": np.concatenate([b[2] for b in blocks]),
-        }),
+        }, index=[f"p{i}" for i in range(n_total)]),
     )
-    joint.obs_names = [f"p{i}" for i in range(joint.n_obs)]
     sc.pp.pca(joint, n_comps=min(n_pcs, joint.n_obs - 1, joint.n_vars - 1), random_state=seed)
     sc.pp.neighbors(joint, random_state=seed)
     sc.tl.umap(joint, random_state=seed)
