@@ -139,7 +139,7 @@ def test_pyramid_tiles_hold_exact_pixels(tmp_path, mpp, level):
 def test_resized_level_is_close(tmp_path):
     levels = _pyramid(tmp_path / "p.tif")
     with Slide(tmp_path / "p.tif") as slide:
-        grid, info = rp.pp.plan_tiles(slide, TilingParams(tile_size=64, mpp=0.75))
+        _, info = rp.pp.plan_tiles(slide, TilingParams(tile_size=64, mpp=0.75))
         assert info["level"] == 1  # 0.5 µm/px, the coarsest level still finer than 0.75
         tile = read_tile(slide, 0, 0, info, 64).astype(float)
         ref = levels[1][:96, :96].astype(float)  # 96 px at 0.5 µm/px = 64 px at 0.75 µm/px
