@@ -155,9 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     top: dict[str, list[tuple[float, str]]] = {}
     if args.top:
-        print(
-            "\nslowest outside imports, cumulative ms (-X importtime, one run each, timer overhead included):"
-        )
+        print("\nslowest outside imports, cumulative ms (-X importtime, one run each, overhead included):")
         for label, stmt in CASES.items():
             top[label] = _importtime_top(args.python, env, stmt, args.top)
             shown = ", ".join(f"{name} {ms:.0f}" for ms, name in top[label]) or "none"

@@ -205,9 +205,8 @@ def bench_plain(args, device: torch.device, amp: bool) -> dict:
         t_enc = time.perf_counter() - t0
     assert sum(len(o) for o in out) == n_enc
     enc_sps = n_enc / t_enc
-    print(
-        f"encode {n_enc} samples (batch {eb}) in {t_enc:.2f} s: {enc_sps:.0f} samples/s   [load {_loadavg()}]"
-    )
+    load = _loadavg()
+    print(f"encode {n_enc} samples (batch {eb}) in {t_enc:.2f} s: {enc_sps:.0f} samples/s   [load {load}]")
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / GIB
     else:
@@ -376,9 +375,7 @@ def _table(rows: list[dict], device: torch.device, precision: str, batch: int, n
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument("--n-samples", type=int, default=17_000, help="synthetic samples (GTEx: 17,000)")
     p.add_argument("--n-genes", type=int, default=19_198, help="genes (GTEx protein-coding: 19,198)")
@@ -389,9 +386,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20 on CPU, 200 on GPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 CPU, 20 GPU)")
-    p.add_argument(
-        "--encode-n", type=int, default=None, help="samples to encode (default 2048 on CPU, all on GPU)"
-    )
+    p.add_argument("--encode-n", type=int, default=None, help="samples to encode (default 2048 CPU, all GPU)")
     p.add_argument("--encode-batch", type=int, default=1024, help="as BetaVAE.get_latent")
     p.add_argument(
         "--precision",

@@ -393,3 +393,21 @@ def test_from_spatialdata_built_by_spatialdata_itself():
     np.testing.assert_allclose(a.obsm["spatial"], xy[[2, 0, 1]])  # matched by instance id, not order
     assert a.uns["spatial"]["global"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.25)
     np.testing.assert_array_equal(a.uns["spatial"]["global"]["images"]["hires"], np.moveaxis(img, 0, -1))
+
+
+def test_fast_uint8_path_equals_the_tensor_path():
+    tile = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    aug = rp.data.TileAugment(hue=0.05, saturation=0.2)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        fast = aug.from_uint8(tile)
+        torch.manual_seed(seed)
+        ref = aug(torch.from_numpy(tile).permute(2, 0, 1).float() / 255)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
+    # A pure hue rotation keeps luminance: the Y channel of every pixel is unchanged.
+    hue_only = rp.data.TileAugment(flips=False, rot90=False, brightness=0, contrast=0, saturation=0, hue=0.1)
+    x = torch.from_numpy(tile).permute(2, 0, 1).float() / 255
+    y_weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+    out = hue_only(x)
+    inside = ((out > 0.001) & (out < 0.999)).all(0)  # clipping changes luminance; compare unclipped pixels
+    torch.testing.assert_close((out * y_weights).sum(0)[inside], (x * y_weights).sum(0)[inside], atol=1e-4, rtol=0)

@@ -101,9 +101,11 @@ class PairedTiles(Dataset):
         return self._images[t]
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        img = torch.from_numpy(np.ascontiguousarray(self._tile(i))).permute(2, 0, 1).float().div_(255.0)
+        tile = self._tile(i)
         if self.augment is not None:
-            img = self.augment(img)
+            img = self.augment.from_uint8(tile)
+        else:
+            img = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))).float().div_(255.0)
         obs = int(self._obs_rows[i])
         return {
             "image": img * self._scale + self._shift,

@@ -3,7 +3,8 @@
 Layout of ``<path>/`` (a zarr v3 group):
 
 - ``images`` — ``(n, H, W, 3)`` uint8, one tile per chunk (random access for data loaders), Blosc-LZ4
-  compressed (decodes faster than the GPU consumes);
+  compressed (lossless H&E shrinks only to ~85 %, but LZ4 decodes a 256 px tile in ~0.03 ms; zstd
+  saves 4 % more at 7× the decode time);
 - ``x``, ``y`` (int64, tile origin in level-0 pixels of the slide), ``mpp`` (float32),
   ``unit_code``, ``slide_code`` (int32) — the per-tile table, one array per column;
 - ``rnapaint_commit.json`` — how many rows are committed, the unit and slide names behind the codes,
@@ -71,7 +72,7 @@ class TileStore:
             shutil.rmtree(path)
         g = zarr.open_group(str(path), mode="w")
         g.create_array("images", shape=(0, tile_size, tile_size, 3), chunks=(1, tile_size, tile_size, 3),
-                       dtype="uint8", compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"))
+                       dtype="uint8", compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))
         for name, dtype in _COLUMNS.items():
             g.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
         g.attrs["rnapaint"] = {"format_version": FORMAT_VERSION, "tile_size": int(tile_size)}

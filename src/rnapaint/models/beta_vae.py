@@ -82,18 +82,35 @@ class BetaVAE:
             "split_key": split_key,
             "zscore": dict(adata.uns.get("rnapaint", {}).get("zscore", {})),
         }
-        self.module = VAE(adata.n_vars, hidden, latent_dim, dropout)
+        self._module: VAE | None = None  # built on first use: train() builds its own, seeded
         self.history: dict[str, list[float]] = {}
         self.train_info: dict[str, Any] = {}
         self.is_trained = False
 
+    @property
+    def module(self) -> VAE:
+        """The torch network (:class:`rnapaint.nn.VAE`)."""
+        if self._module is None:
+            c = self.config
+            self._module = VAE(len(self.var), c["hidden"], c["latent_dim"], c["dropout"])
+        return self._module
+
+    @module.setter
+    def module(self, value: VAE) -> None:
+        self._module = value
+
     def __repr__(self) -> str:
         c = self.config
-        n = sum(p.numel() for p in self.module.parameters())
+        sizes = [len(self.var), *c["hidden"]]
+        # Linear + BatchNorm per block, both directions, plus the mu/logvar heads and the output layer.
+        blocks = sum(a * b + 3 * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        back = [c["latent_dim"], *reversed(c["hidden"])]
+        blocks += sum(a * b + 3 * b for a, b in zip(back[:-1], back[1:], strict=True))
+        n = blocks + 2 * (c["hidden"][-1] + 1) * c["latent_dim"] + (c["hidden"][0] + 1) * len(self.var)
         state = "trained" if self.is_trained else "untrained"
         return (
             f"BetaVAE({len(self.var)} genes → {c['hidden']} → latent {c['latent_dim']}, β={c['beta']}, "
-            f"{n / 1e6:.1f}M parameters, {state})"
+            f"{n / 1e6:.3g}M parameters, {state})"
         )
 
     @property
@@ -204,6 +221,7 @@ class BetaVAE:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+            warnings.filterwarnings("ignore", message=".*validation_step but have no val_dataloader.*")
             # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
             trainer.fit(plan, train_dl, val_dl)
@@ -247,37 +265,46 @@ class BetaVAE:
                     stacklevel=3,
                 )
 
-    def _batches(self, adata: ad.AnnData, batch_size: int):
-        check_expression(adata)
-        self.check_genes(adata)
-        x = _as_tensor(adata)
-        for i in range(0, len(x), batch_size):
-            yield x[i : i + batch_size]
+    @staticmethod
+    def _device(device: str | None) -> torch.device:
+        if device in (None, "auto"):
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(device)
 
     @torch.no_grad()
-    def get_latent(self, adata: ad.AnnData | None = None, batch_size: int = 1024) -> np.ndarray:
-        """Posterior means ``(n_obs, latent_dim)`` of ``adata`` (default: the training AnnData)."""
-        adata = self.adata if adata is None else adata
-        self.module.eval()
-        out = [self.module.encoder(b)[0] for b in self._batches(adata, batch_size)]
+    def _apply(self, fn, x: torch.Tensor, batch_size: int, device: str | None) -> np.ndarray:
+        dev = self._device(device)
+        self.module.eval().to(dev)
+        try:
+            out = [fn(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+        finally:
+            self.module.cpu()  # the model lives on the CPU between calls
         return torch.cat(out).numpy()
 
-    @torch.no_grad()
-    def decode(self, z: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    def get_latent(self, adata: ad.AnnData | None = None, batch_size: int = 1024,
+                   device: str | None = "auto") -> np.ndarray:
+        """Posterior means ``(n_obs, latent_dim)`` of ``adata`` (default: the training AnnData).
+
+        ``device="auto"`` encodes on a GPU when there is one (exact fp32 arithmetic either way).
+        """
+        adata = self.adata if adata is None else adata
+        check_expression(adata)
+        self.check_genes(adata)
+        return self._apply(lambda b: self.module.encoder(b)[0], _as_tensor(adata), batch_size, device)
+
+    def decode(self, z: np.ndarray, batch_size: int = 1024, device: str | None = "auto") -> np.ndarray:
         """Expression ``(n, n_genes)`` in the model's input units from latents ``(n, latent_dim)``."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 2 or z.shape[1] != self.config["latent_dim"]:
             raise ValueError(f"z must have shape (n, {self.config['latent_dim']}), got {z.shape}.")
         if not np.isfinite(z).all():
             raise ValueError("z holds NaN or infinite values.")
-        self.module.eval()
-        t = torch.from_numpy(z)
-        return torch.cat([self.module.decoder(t[i : i + batch_size])
-                          for i in range(0, len(t), batch_size)]).numpy()
+        return self._apply(self.module.decoder, torch.from_numpy(z), batch_size, device)
 
-    def reconstruct(self, adata: ad.AnnData | None = None, batch_size: int = 1024) -> np.ndarray:
+    def reconstruct(self, adata: ad.AnnData | None = None, batch_size: int = 1024,
+                    device: str | None = "auto") -> np.ndarray:
         """Decoded posterior means ``(n_obs, n_genes)``: the model's reconstruction of ``adata``."""
-        return self.decode(self.get_latent(adata, batch_size), batch_size)
+        return self.decode(self.get_latent(adata, batch_size, device), batch_size, device)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
