@@ -411,3 +411,16 @@ def test_fast_uint8_path_equals_the_tensor_path():
     out = hue_only(x)
     inside = ((out > 0.001) & (out < 0.999)).all(0)  # clipping changes luminance; compare unclipped pixels
     torch.testing.assert_close((out * y_weights).sum(0)[inside], (x * y_weights).sum(0)[inside], atol=1e-4, rtol=0)
+
+
+def test_scanpy_draws_the_attached_image(her2st_c):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import scanpy as sc
+
+    a = her2st_c[her2st_c.obs["section"] == "C4"].copy()
+    a.obs["total"] = np.asarray(a.X.sum(1)).ravel()
+    axes = sc.pl.spatial(a, library_id="C4", color="total", img_key="hires", show=False)
+    images = axes[0].get_images()
+    assert len(images) == 1 and images[0].get_array().shape[:2] == a.uns["spatial"]["C4"]["images"]["hires"].shape[:2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,9 +104,9 @@ class BetaVAE:
         c = self.config
         sizes = [len(self.var), *c["hidden"]]
         # Linear + BatchNorm per block, both directions, plus the mu/logvar heads and the output layer.
-        blocks = sum(a * b + 3 * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        blocks = sum(a * b + 3 * b for a, b in itertools.pairwise(sizes))
         back = [c["latent_dim"], *reversed(c["hidden"])]
-        blocks += sum(a * b + 3 * b for a, b in zip(back[:-1], back[1:], strict=True))
+        blocks += sum(a * b + 3 * b for a, b in itertools.pairwise(back))
         n = blocks + 2 * (c["hidden"][-1] + 1) * c["latent_dim"] + (c["hidden"][0] + 1) * len(self.var)
         state = "trained" if self.is_trained else "untrained"
         return (
