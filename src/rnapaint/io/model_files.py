@@ -35,6 +35,7 @@ def save_model_files(
     tensors: dict[str, Any],
     config: dict[str, Any],
     overwrite: bool = False,
+    children: dict[str, Any] | None = None,
 ) -> Path:
     """Write a model directory atomically.
 
@@ -48,6 +49,9 @@ def save_model_files(
         JSON-serialisable settings; ``format_version`` and ``weights_sha256`` are added.
     overwrite
         Replace an existing directory.
+    children
+        Sub-directory name → callable writing a nested model there (e.g. a generator's β-VAE), run
+        inside the temporary directory so the whole tree appears at once.
 
     Returns
     -------
@@ -73,6 +77,8 @@ def save_model_files(
         save_file(arrays, str(tmp / WEIGHTS))
         cfg = dict(config, format_version=FORMAT_VERSION, weights_sha256=_sha256(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
+        for name, write in (children or {}).items():
+            write(tmp / name)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,5 +1,6 @@
 """AnnData-aware models: set up from an AnnData, trained through Lightning, saved as safetensors + JSON."""
 
 from .beta_vae import BetaVAE
+from .tile_gan import TileGAN
 
-__all__ = ["BetaVAE"]
+__all__ = ["BetaVAE", "TileGAN"]

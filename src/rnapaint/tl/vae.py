@@ -115,7 +115,15 @@ def get_model(adata: ad.AnnData, key: str = "vae") -> Any:
     if model is not None:
         return model
     if entry.get("model_path"):
-        return BetaVAE.load(entry["model_path"])
+        import json
+
+        from ..models.tile_gan import TileGAN
+
+        cls = {"BetaVAE": BetaVAE, "TileGAN": TileGAN}
+        kind = json.loads((Path(entry["model_path"]) / "config.json").read_text()).get("class")
+        if kind not in cls:
+            raise ValueError(f"{entry['model_path']} holds a {kind!r} model, which get_model cannot load.")
+        return cls[kind].load(entry["model_path"])
     raise ValueError(
         f"The model of adata.uns[{key!r}] is not in this session and was not saved: "
         "pass save_path= to rp.tl.vae to keep it across sessions."

@@ -1,0 +1,139 @@
+"""Lightning pieces of the WGAN-GP training: the plan (manual optimisation), checkpoints, a step limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ..io.model_files import save_model_files
+from ..nn.dcgan import gradient_penalty
+from ._optim_state import flatten_optimizer, restore_optimizer
+
+
+class GANTrainingPlan(pl.LightningModule):
+    """One critic step per batch; a generator step every ``n_critic`` critic steps; EMA after each."""
+
+    def __init__(self, model: Any, n_critic: int, gp_lambda: float, lr_g: float, lr_d: float,
+                 betas: tuple[float, float], ema_decay: float, channels_last: bool, compile: bool,
+                 start_step: int = 0, resume_state: tuple[dict, dict] | None = None, seed: int = 0):
+        super().__init__()
+        self.automatic_optimization = False
+        self.config = model.config
+        self.generator, self.critic, self.ema = model.generator, model.critic, model.ema
+        if resume_state is not None:
+            tensors, _ = resume_state
+            for prefix, m in (("generator.", self.generator), ("critic.", self.critic), ("ema.", self.ema)):
+                m.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in tensors.items()
+                                   if k.startswith(prefix)})
+        self.n_critic, self.gp_lambda, self.ema_decay = n_critic, gp_lambda, ema_decay
+        self.lr_g, self.lr_d, self.betas = lr_g, lr_d, betas
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.step = start_step
+        self._resume_state = resume_state
+        self._compile = compile
+        self._noise = torch.Generator().manual_seed(seed * 1_000_003 + start_step)
+
+    def setup(self, stage: str) -> None:
+        self.generator.to(memory_format=self.memory_format)
+        self.critic.to(memory_format=self.memory_format)
+        if self._compile:
+            self.g_fwd, self.d_fwd = torch.compile(self.generator), torch.compile(self.critic)
+        else:
+            self.g_fwd, self.d_fwd = self.generator, self.critic
+
+    def configure_optimizers(self):
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr_g, betas=self.betas)
+        opt_d = torch.optim.Adam(self.critic.parameters(), lr=self.lr_d, betas=self.betas)
+        return opt_g, opt_d
+
+    def on_train_start(self) -> None:
+        if self._resume_state is not None:
+            tensors, meta = self._resume_state
+            opt_g, opt_d = self.optimizers()
+            restore_optimizer(opt_g.optimizer, "opt_g", tensors, meta["opt_g"])
+            restore_optimizer(opt_d.optimizer, "opt_d", tensors, meta["opt_d"])
+            self._resume_state = None
+
+    def _input(self, cond: torch.Tensor) -> torch.Tensor:
+        from .tile_gan import make_input
+
+        return make_input(cond.cpu(), self.config, len(cond), self._noise).to(self.device)
+
+    def _critic(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return self.d_fwd(x, cond) if self.config["projection"] else self.d_fwd(x)
+
+    def training_step(self, batch, batch_idx):
+        opt_g, opt_d = self.optimizers()
+        real = batch["image"].to(memory_format=self.memory_format)
+        cond = batch["condition"] if self.config["condition"] else None
+        proj = cond if self.config["projection"] else None
+        z = self._input(batch["condition"])
+        with torch.no_grad():
+            fake = self.g_fwd(z)
+        d_real, d_fake = self._critic(real, proj), self._critic(fake, proj)
+        gp = gradient_penalty(self.critic, real, fake, proj)
+        loss_d = d_fake.float().mean() - d_real.float().mean() + self.gp_lambda * gp
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.step += 1
+        self.log("train_critic", loss_d.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_wasserstein", (d_real.float().mean() - d_fake.float().mean()).detach(), on_step=False,
+                 on_epoch=True)
+        self.log("train_gp", gp.detach(), on_step=False, on_epoch=True)
+        if self.step % self.n_critic == 0:
+            z = self._input(batch["condition"])
+            loss_g = -self._critic(self.g_fwd(z), proj).float().mean()
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+            self._update_ema()
+            self.log("train_generator", loss_g.detach(), on_step=False, on_epoch=True, prog_bar=True)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Warm-up (as in common EMA implementations): early on the average follows the generator
+        # closely, else a short run would sample from weights still close to the random init.
+        g_steps = self.step // self.n_critic
+        decay = min(self.ema_decay, (1.0 + g_steps) / (10.0 + g_steps))
+        for e, p in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+            e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.generator.buffers(), strict=True):
+            e.copy_(b)
+
+
+class StopAt(pl.Callback):
+    """Stop when the plan's own critic-step counter reaches ``max_steps`` (survives resumes)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.step >= self.max_steps:
+            trainer.should_stop = True
+
+
+class SafetensorsCheckpoint(pl.Callback):
+    """Every ``every`` critic steps: weights, EMA and both Adam states as safetensors + JSON (atomic)."""
+
+    def __init__(self, model: Any, path: Path, every: int):
+        self.model, self.path, self.every = model, Path(path), every
+
+    def write(self, plan: GANTrainingPlan) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, m in (("generator.", plan.generator), ("critic.", plan.critic), ("ema.", plan.ema)):
+            tensors.update({prefix + k: v for k, v in m.state_dict().items()})
+        meta: dict[str, Any] = {"class": "TileGANCheckpoint", "step": int(plan.step), "model": plan.config}
+        if plan._trainer is not None and plan.trainer.optimizers:
+            for name, opt in zip(("opt_g", "opt_d"), plan.trainer.optimizers, strict=True):
+                t, m = flatten_optimizer(opt, name)
+                tensors.update(t)
+                meta[name] = m
+        save_model_files(self.path, tensors, meta, overwrite=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.step % self.every == 0 and trainer.is_global_zero:
+            self.write(pl_module)

@@ -1,0 +1,142 @@
+"""``rp.tl.train_generator`` and ``rp.tl.generate``: expression → H&E tiles into AnnData or a TileStore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+
+from .._logging import logger
+from . import _registry
+
+METHODS = {"gan": None, "rnagan": "vae"}
+
+
+def train_generator(
+    adata: ad.AnnData,
+    tiles: Any,
+    method: str = "rnagan",
+    vae: Any = None,
+    rep: str = "X_vae",
+    split_key: str | None = "split",
+    save_path: str | os.PathLike | None = None,
+    key_added: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    **train_kwargs: Any,
+) -> None:
+    """Train a tile generator on (expression unit, tile) pairs.
+
+    Parameters
+    ----------
+    adata
+        Expression units; for ``"rnagan"`` with ``obsm[rep]`` from :func:`rnapaint.tl.vae` (or pass
+        ``vae``).
+    tiles
+        TileStore (or path) of the units' tiles, or ``adata.obsm['tiles']``-style array.
+    method
+        ``"rnagan"`` (β-VAE latent + uniform noise) or ``"gan"`` (the noise-only baseline).
+    vae
+        β-VAE model (default: the one of ``adata.uns['vae']`` when it exists in this session).
+    rep
+        obsm key of the condition.
+    split_key
+        Train on units whose ``obs[split_key] == 'train'`` when the column exists.
+    save_path
+        Save the trained model there.
+    key_added
+        uns key for the record (default ``"tile_gan"`` / ``"tile_rnagan"``).
+    model_kwargs
+        Passed to :class:`rnapaint.models.TileGAN` (``width``, ``upsample``, ``critic_norm``, ...).
+    **train_kwargs
+        Passed to :meth:`rnapaint.models.TileGAN.train` (``max_steps``, ``batch_size``, ``max_time``...).
+
+    Returns
+    -------
+    ``None``; ``uns[key_added]`` records settings and history, :func:`rnapaint.tl.get_model` returns
+    the model.
+    """
+    from ..models.tile_gan import TileGAN
+    from .vae import get_model
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
+    if vae is None and "vae" in adata.uns:
+        try:
+            vae = get_model(adata, "vae")
+        except ValueError:
+            vae = None
+    units = None
+    if split_key is not None and split_key in adata.obs:
+        units = adata.obs_names[(adata.obs[split_key] == "train").to_numpy()]
+    model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units, **(model_kwargs or {}))
+    model.train(**train_kwargs)
+    if save_path is not None:
+        model.save(save_path, overwrite=True)
+    key = key_added or f"tile_{method}"
+    adata.uns[key] = {
+        "params": {**{k: v for k, v in model.config.items() if v is not None}, "method": method},
+        "history": {k: list(v) for k, v in model.history.items()},
+        "train_info": dict(model.train_info),
+        "model_uid": _registry.register(model),
+        "model_path": str(save_path) if save_path is not None else None,
+    }
+    logger.info(f"Trained {model!r}; adding adata.uns[{key!r}] (rp.tl.get_model(adata, {key!r}))")
+
+
+def generate(
+    adata: ad.AnnData,
+    model: Any,
+    n_per_obs: int = 4,
+    key_added: str = "X_tiles",
+    store: str | os.PathLike | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Paint tiles for every observation of ``adata`` — measured, synthetic or shifted profiles alike.
+
+    Parameters
+    ----------
+    adata
+        Profiles with the model's genes (encoded with the model's β-VAE) or with ``obsm['X_vae']``.
+        Units without any image are exactly the imputation use case.
+    model
+        A trained :class:`rnapaint.models.TileGAN`, or the path of a saved one.
+    n_per_obs
+        Tiles per observation.
+    key_added
+        ``obsm[key_added]`` gets ``(n_obs, n_per_obs, H, W, 3)`` uint8 (unless ``store`` is given).
+    store
+        Write to this TileStore instead (for large runs); unit = obs name.
+    seed
+        The same seed gives the same tiles.
+    batch_size
+        Generation batch.
+    copy
+        Return a copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` or the copy.
+    """
+    from ..models.tile_gan import TileGAN, tiles_to_store
+
+    if isinstance(model, (str, os.PathLike)):
+        model = TileGAN.load(model)
+    if not getattr(model, "is_trained", False):
+        raise ValueError("model is not trained.")
+    tiles = model.generate(adata, n_per_obs=n_per_obs, seed=seed, batch_size=batch_size)
+    adata = adata.copy() if copy else adata
+    where = f"adata.obsm[{key_added!r}]"
+    if store is not None:
+        tiles_to_store(tiles, adata.obs_names, store)
+        where = f"TileStore {Path(store)}"
+    else:
+        adata.obsm[key_added] = tiles
+    adata.uns[key_added.removeprefix("X_")] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
+                                                "store": str(store) if store is not None else None,
+                                                "model": repr(model)}
+    logger.info(f"Generated {tiles.shape[0]} × {n_per_obs} tiles of {tiles.shape[2]}px into {where}")
+    return adata if copy else None
