@@ -17,11 +17,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int = 0) -> str:
-    """Train a β-VAE on TCGA tumour/normal expression and write figures and a summary to ``out``.
+    """TCGA → β-VAE, and toy expression → RNA-GAN / GAN tiles; figures and a summary in ``out``.
 
     Writes ``history.png``, ``latent_umap.png`` (real / reconstructed / synthetic by cohort),
-    ``shift_umap.png`` (held-out normals shifted toward tumour), ``summary.json`` and
-    ``summary.txt``. Every number in the summary is measured in this run.
+    ``shift_umap.png`` (held-out normals shifted toward tumour), ``toy_gan_tiles.png``,
+    ``toy_gan_response.png``, ``summary.json`` and ``summary.txt``. Every number in the summary is
+    measured in this run.
 
     Returns
     -------
@@ -83,6 +84,9 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
     rp.pl.latent_umap(held_out, "sample_type", synthetic=shifted, model=model, reconstructed=False,
                       seed=seed, save=out / "shift_umap.png", show=False)
 
+    from .demo_toy_gan import run_toy_gan
+
+    gan_numbers, gan_lines = run_toy_gan(out, quick=quick, seed=seed)
     summary = {
         "data": "TCGA tumour/normal, 9 cohorts",
         "n_samples": int(adata.n_obs),
@@ -95,6 +99,7 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
         "synthetic_tumours_classified_as_their_cohort": {k: round(v, 3) for k, v in synth_acc.items()},
         "shift_normal_to_tumour_classified_tumour": round(shift_hits / max(1, shift_n), 4),
         "shift_n": shift_n,
+        **gan_numbers,
         "seconds": round(time.time() - t0, 1),
     }
     _write_text(out / "summary.json", json.dumps(summary, indent=1))
@@ -110,7 +115,9 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
         + ", ".join(f"{k} {v:.2f}" for k, v in synth_acc.items()),
         f"held-out normals shifted toward tumour, classified tumour: "
         f"{summary['shift_normal_to_tumour_classified_tumour']:.3f} of {shift_n}",
-        f"figures: {out}/history.png, latent_umap.png, shift_umap.png ({summary['seconds']} s)",
+        f"figures: {out}/history.png, latent_umap.png, shift_umap.png",
+        *gan_lines,
+        f"({summary['seconds']} s)",
     ]
     text = "\n".join(lines)
     _write_text(out / "summary.txt", text + "\n")

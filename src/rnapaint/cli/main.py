@@ -33,7 +33,7 @@ def demo(
     quick: bool = typer.Option(False, help="A tiny setting that runs in well under a minute."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """TCGA tumour/normal → β-VAE → latent UMAP, synthetic profiles and tumour shifts (figures + summary)."""
+    """TCGA → β-VAE (UMAP, synthetic profiles, tumour shifts); toy expression → RNA-GAN vs GAN tiles."""
     from .demo import run_demo
 
     summary = run_demo(out=out, root=data, quick=quick, seed=seed)

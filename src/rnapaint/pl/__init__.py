@@ -2,6 +2,7 @@
 
 from .history import history
 from .latent import latent_umap
+from .response import response
 from .tiles import tiles
 
-__all__ = ["history", "latent_umap", "tiles"]
+__all__ = ["history", "latent_umap", "response", "tiles"]
