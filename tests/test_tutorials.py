@@ -90,3 +90,18 @@ def test_tiles_tutorial(data_root):
     result = {k: int(v) for k, v in (item.split("=") for item in found[0].split())}
     assert result["spots"] == 187 and result["patches"] == 187  # HER2ST C2: every spot gets its patch
     assert result["wsi_tiles"] > 10
+
+
+@pytest.mark.slow
+def test_her2st_rnagan_tutorial(data_root):
+    env = {**os.environ, "RNAPAINT_TUTORIAL_FAST": "1", "RNAPAINT_DATA": str(Path(data_root).resolve())}
+    env.pop("MPLBACKEND", None)
+    nb = _execute(TUTORIALS / "her2st_rnagan.py", env)
+
+    assert not _outputs(nb, "error")
+    n_figures = sum("image/png" in o.get("data", {}) for o in _outputs(nb, "display_data"))
+    assert n_figures >= 3, f"expected the history, the C5 grid and the C1 mosaic, got {n_figures}"
+    found = RESULT.findall(_text(nb))
+    assert len(found) == 1
+    result = {k: int(v) for k, v in (item.split("=") for item in found[0].split())}
+    assert result == {"c5_spots": 181, "c1_spots": 176, "steps": 150}

@@ -63,7 +63,8 @@ class TileGAN:
         tile to its profile, and on the toy set its tiles do not follow the expression programs
         (Spearman ρ ≈ −0.1 for nucleus density) while the projection critic's do (ρ ≈ 0.65).
     noise
-        Half-width of RNA-GAN's uniform noise added to the condition.
+        Half-width of RNA-GAN's uniform noise added to the condition (after each condition dimension
+        is standardised with the training units' mean and standard deviation).
     """
 
     def __init__(self, adata: ad.AnnData, tiles: Any, condition: str | None = "vae", vae: Any = None,
@@ -99,6 +100,12 @@ class TileGAN:
             "condition_dim": cond_dim, "upsample": upsample, "critic_norm": critic_norm,
             "projection": bool(projection) and condition == "vae", "noise": float(noise),
         }
+        if condition == "vae":
+            # Standardise each condition dimension with fixed statistics of the training units (not
+            # per batch): β-VAE means spread ~0.3, and a DCGAN fed inputs that small learns slowly.
+            train_cond = self.dataset.condition[np.unique(self.dataset.obs_rows)].double()
+            self.config["condition_mean"] = train_cond.mean(0).float().tolist()
+            self.config["condition_std"] = train_cond.std(0).clamp_min(1e-6).float().tolist()
         self._build()
         self.history: dict[str, list[float]] = {}
         self.train_info: dict[str, Any] = {}
@@ -311,12 +318,16 @@ class TileGAN:
 def make_input(cond: torch.Tensor, config: dict[str, Any], n: int, gen: torch.Generator | None = None) -> torch.Tensor:
     """Generator input ``(n, latent_dim)``: condition + U(−noise, noise) (RNA-GAN), or N(0, I) (baseline).
 
-    Drawn per sample and never standardised across the batch, so each sample keeps its own profile.
+    The condition is standardised with fixed statistics of the training units (stored in the
+    config), never across the batch, so each sample keeps its own profile; the noise is drawn per
+    sample, in those standardised units.
     """
     if config["condition"] is None:
         return torch.randn(n, config["latent_dim"], generator=gen)
+    mean = torch.tensor(config.get("condition_mean", 0.0), dtype=torch.float32)
+    std = torch.tensor(config.get("condition_std", 1.0), dtype=torch.float32)
     u = torch.rand(cond.shape, generator=gen) * 2.0 - 1.0
-    return cond.float() + config["noise"] * u.to(cond.device)
+    return (cond.float().cpu() - mean) / std + config["noise"] * u
 
 
 def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -55,6 +55,14 @@ class _Source:
         return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC, box=box))
 
 
+def _resized(tile: np.ndarray, out: int) -> np.ndarray:
+    if tile.shape[0] == out:
+        return tile
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(tile).resize((out, out), Image.Resampling.BOX))
+
+
 def spot_tiles(
     adata: ad.AnnData,
     size: int = 224,
@@ -63,6 +71,7 @@ def spot_tiles(
     store: str | os.PathLike | None = None,
     spatial_key: str = "spatial",
     key_added: str = "tiles",
+    out_size: int | None = None,
     progress_bar: bool = True,
 ) -> None:
     """Cut a ``size × size`` patch centred on every spot from the tissue image.
@@ -88,7 +97,10 @@ def spot_tiles(
     spatial_key
         obsm key of the spot centres.
     key_added
-        ``obsm[key_added]`` gets ``(n_obs, 1, size, size, 3)`` uint8 when no store is given.
+        ``obsm[key_added]`` gets ``(n_obs, 1, S, S, 3)`` uint8 when no store is given.
+    out_size
+        Resize each patch to ``out_size`` pixels (box filter), e.g. 64 for a small generator; the
+        patch still covers ``size`` full-resolution pixels.
     progress_bar
         Show a progress bar over libraries.
 
@@ -110,8 +122,9 @@ def spot_tiles(
     x0 = np.floor(xy[:, 0] - size / 2)
     y0 = np.floor(xy[:, 1] - size / 2)
     outside = np.zeros(adata.n_obs, bool)
-    patches = None if store is not None else np.zeros((adata.n_obs, 1, size, size, 3), np.uint8)
-    ts = TileStore.create(store, size, overwrite=True) if store is not None else None
+    edge = out_size or size
+    patches = None if store is not None else np.zeros((adata.n_obs, 1, edge, edge, 3), np.uint8)
+    ts = TileStore.create(store, edge, overwrite=True) if store is not None else None
     sources = {}
     for lib in tqdm(pd.unique(spot_lib), desc="spot patches", disable=not progress_bar):
         src = _Source(lib, adata.uns["spatial"][lib])
@@ -120,8 +133,9 @@ def spot_tiles(
         out = (x0[rows] < 0) | (y0[rows] < 0) | (x0[rows] + size > src.width) | (y0[rows] + size > src.height)
         outside[rows] = out
         inside = rows[~out]
-        tiles = np.stack([src.patch(x0[r], y0[r], size) for r in inside]) if len(inside) else \
-            np.zeros((0, size, size, 3), np.uint8)
+        tiles = np.zeros((len(inside), edge, edge, 3), np.uint8)
+        for j, r in enumerate(inside):
+            tiles[j] = _resized(src.patch(x0[r], y0[r], size), edge)
         if ts is not None:
             ts.append(tiles, pd.DataFrame({"unit": adata.obs_names[inside], "slide": src.name,
                                            "x": x0[inside].astype(np.int64), "y": y0[inside].astype(np.int64),
@@ -131,8 +145,8 @@ def spot_tiles(
     adata.obs[f"{key_added}_outside"] = outside
     if patches is not None:
         adata.obsm[key_added] = patches
-    adata.uns[key_added] = {"size": int(size), "sources": sources, "n_outside": int(outside.sum()),
-                            "store": str(store) if store is not None else None}
+    adata.uns[key_added] = {"size": int(size), "out_size": int(edge), "sources": sources,
+                            "n_outside": int(outside.sum()), "store": str(store) if store is not None else None}
     where = f"store {store}" if store is not None else f"adata.obsm[{key_added!r}]"
     logger.info(f"{adata.n_obs - outside.sum()} spot patches of {size}px to {where}; {outside.sum()} spots "
                 f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image).")
