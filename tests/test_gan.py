@@ -61,12 +61,29 @@ def test_changing_only_the_condition_changes_the_tiles(models, toy):
     assert a.shape == (8, 2, 32, 32, 3) and a.dtype == np.uint8
 
 
+def test_condition_survives_a_batch_of_one_profile(models, toy):
+    """RNA-GAN's code standardised the input across each batch: a batch made of one profile then
+    collapses to the same input whatever the profile. Here two one-profile batches must differ."""
+    m = models["rnagan"]
+    z = toy.obsm["X_vae"]
+    dense, sparse = np.argmax(toy.obs["density"].to_numpy()), np.argmin(toy.obs["density"].to_numpy())
+    a = m.generate(np.repeat(z[dense : dense + 1], 8, 0), n_per_obs=1, seed=3, batch_size=8)
+    b = m.generate(np.repeat(z[sparse : sparse + 1], 8, 0), n_per_obs=1, seed=3, batch_size=8)
+    fa = rp.datasets.toy_tile_properties(a[:, 0])["nuclei_fraction"].mean()
+    fb = rp.datasets.toy_tile_properties(b[:, 0])["nuclei_fraction"].mean()
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0 and fa > fb
+    with pytest.raises(ValueError, match="NaN"):
+        m.generate(np.full((2, z.shape[1]), np.nan, np.float32))
+
+
 def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_path):
     m = models["rnagan"]
     m.save(tmp_path / "rnagan")
     loaded = TileGAN.load(tmp_path / "rnagan")
     test = toy[toy.obs["split"] == "test"].copy()
+    test.uns["tiles"] = {"store": "keep me"}  # what spot_tiles / tile_slides record
     rp.tl.generate(test, m, n_per_obs=2, seed=5)
+    assert test.uns["tiles"] == {"store": "keep me"} and test.uns["tiles_generation"]["n_per_obs"] == 2
     np.testing.assert_array_equal(loaded.generate(test, n_per_obs=2, seed=5), test.obsm["X_tiles"])
     # A profile with no latent yet is encoded by the β-VAE the generator carries.
     bare = test.copy()
@@ -117,3 +134,20 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     resumed, final = (int(v) for v in out.split("STEPS")[1].split())
     assert resumed == step and final == step + 10
     assert json.loads((ckpt / "config.json").read_text())["step"] == step + 10
+    # Running again to the same step count trains nothing and leaves a checkpoint that still resumes.
+    again = subprocess.run([sys.executable, "-c", _KILL, str(ckpt), str(step + 10)], capture_output=True, text=True,
+                           check=True).stdout
+    assert again.split("STEPS")[1].split() == [str(step + 10), str(step + 10)]
+    assert "opt_g" in json.loads((ckpt / "config.json").read_text())
+
+
+def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
+    small = toy[:64].copy()
+    m = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
+    m.train(max_steps=5, batch_size=16, checkpoint_dir=tmp_path / "c", checkpoint_every=5, num_workers=0,
+            progress_bar=False)
+    other = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=24)
+    with pytest.raises(ValueError, match="another model"):
+        other.train(max_steps=10, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
+    fig = rp.pl.history(m)
+    assert {ax.get_title() for ax in fig.axes} >= {"critic loss", "gradient penalty"}

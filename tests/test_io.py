@@ -94,3 +94,16 @@ def test_duplicated_header_is_not_silently_renamed(tmp_path):
     p = _write(tmp_path / "spots.tsv", "\tA\tA\tB\ns1\t1\t2\t3\n")
     with pytest.raises(ValueError, match="duplicated gene names"):
         rp.io.read_expression_table(p, orientation="samples_x_genes")
+
+
+def test_interrupted_swap_is_recovered(tmp_path):
+    w = {"a": np.ones(3, np.float32)}
+    save_model_files(tmp_path / "m", w, {"v": 1})
+    save_model_files(tmp_path / "m", w, {"v": 2}, overwrite=True)
+    # A kill between the two renames of the swap leaves only the previous version at .m.old.
+    (tmp_path / "m").rename(tmp_path / ".m.old")
+    _, cfg = load_model_files(tmp_path / "m")
+    assert cfg["v"] == 2 and (tmp_path / "m").is_dir()
+    (tmp_path / ".m.tmp_dead").mkdir()  # a killed writer's temp folder
+    save_model_files(tmp_path / "m", w, {"v": 3}, overwrite=True)
+    assert not (tmp_path / ".m.tmp_dead").exists()

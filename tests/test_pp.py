@@ -64,6 +64,11 @@ def test_log1p_counts(counts_adata):
         rp.pp.log1p(a)
 
 
+def test_log1p_missing_layer(counts_adata):
+    with pytest.raises(ValueError, match="no layer"):
+        rp.pp.log1p(counts_adata, layer="raw")
+
+
 def test_log1p_refuses_logged_values(counts_adata):
     a = counts_adata
     a.X = np.log2(a.X + 1.0).astype(np.float32)
@@ -128,6 +133,17 @@ def test_zscore_reference_applies_training_statistics(small_adata):
     wrong = other[:, ::-1].copy()
     with pytest.raises(ValueError, match="align_genes"):
         rp.pp.zscore(wrong, reference=a)
+
+
+def test_zscore_sets_zero_filled_genes_to_the_training_mean(small_adata):
+    a = small_adata
+    rp.pp.zscore(a)
+    ext = small_adata.copy()
+    ext.X = ext.X * a.var["rp_std"].to_numpy() + a.var["rp_mean"].to_numpy()  # back to the raw scale
+    ext = rp.pp.align_genes(ext[:, 2:].copy(), a.var_names, min_overlap=0.5)  # g0, g1 missing: zero-filled
+    rp.pp.zscore(ext, reference=a)
+    assert (ext.X[:, :2] == 0).all() and ext.uns["rnapaint"]["zscore"]["n_missing_set_to_mean"] == 2
+    np.testing.assert_allclose(ext.X[:, 2:], a.X[:, 2:], atol=1e-4)
 
 
 def test_zscore_constant_gene_and_no_split_warns():

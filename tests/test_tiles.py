@@ -55,6 +55,9 @@ def test_uncommitted_rows_are_invisible(tmp_path):
     t = pd.DataFrame({"unit": ["u"] * 3, "slide": "s", "x": [0, 1, 2], "y": 0, "mpp": 1.0})
     store.append(img, t, commit=False)  # a writer killed here...
     assert len(rp.data.TileStore.open(tmp_path / "s.zarr")) == 0  # ...leaves nothing half-visible
+    store.mark_failed("other.svs", "unreadable")  # recording a failure does not commit pending rows
+    reopened = rp.data.TileStore.open(tmp_path / "s.zarr")
+    assert len(reopened) == 0 and reopened.failures["slide"].tolist() == ["other.svs"]
     with pytest.raises(ValueError, match="not a rnapaint TileStore"):
         rp.data.TileStore.open(tmp_path)
 
@@ -269,10 +272,17 @@ def test_spots_outside_the_image_are_flagged(her2st_c, tmp_path):
     a = her2st_c[her2st_c.obs["section"] == "C2"].copy()
     a.obsm["spatial"] = a.obsm["spatial"].copy()
     a.obsm["spatial"][:3] = [[5.0, 5.0], [1e6, 10.0], [100.0, -50.0]]
-    rp.pp.spot_tiles(a, size=224, store=tmp_path / "spots.zarr", progress_bar=False)
+    rp.pp.spot_tiles(a, size=224, out_size=56, store=tmp_path / "spots.zarr", progress_bar=False)
     assert a.obs["tiles_outside"].sum() == 3 and a.obs["tiles_outside"].iloc[:3].all()
     s = rp.data.TileStore.open(tmp_path / "spots.zarr")
     assert len(s) == a.n_obs - 3 and not set(a.obs_names[:3]) & set(s.units)
+    mpp = a.uns["spatial"]["C2"]["metadata"]["mpp"]
+    np.testing.assert_allclose(s.table["mpp"], mpp * 4, rtol=1e-6)  # 224 source pixels in 56
+    with pytest.raises(FileExistsError):
+        rp.pp.spot_tiles(a, size=224, store=tmp_path / "spots.zarr", progress_bar=False)
+    rp.pp.spot_tiles(a, size=64, progress_bar=False)  # in memory: flagged spots keep a black row...
+    pairs = rp.data.PairedTiles(a.obsm["tiles"], a)
+    assert len(pairs) == a.n_obs - 3 and not set(pairs.obs_rows) & {0, 1, 2}  # ...that is never trained on
     no_img = a.copy()
     del no_img.uns["spatial"]
     with pytest.raises(ValueError, match="holds no image"):

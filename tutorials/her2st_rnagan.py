@@ -37,20 +37,22 @@ import rnapaint as rp
 
 DATA = Path(os.environ.get("RNAPAINT_DATA", "../../shared/data")).expanduser().resolve()
 FAST = os.environ.get("RNAPAINT_TUTORIAL_FAST", "0") == "1"
-STEPS = 150 if FAST else 2000
-print(f"rnapaint {rp.__version__}; data root {DATA}; {'fast' if FAST else 'full'} setting: {STEPS} critic steps")
+STEPS = 100 if FAST else 2000
+PX = 32 if FAST else 64  # tile edge the CPU-size generator paints
+print(f"rnapaint {rp.__version__}; data root {DATA}; {'fast' if FAST else 'full'} setting: {STEPS} steps, {PX} px")
 
 # %% [markdown]
 # ## 1. Spots, their patches and a held-out section
 #
 # Sections C2–C5 come with their H&E (`images=True`); C1 has only counts. Each spot with an image
-# gets a 224-pixel patch (about 150 µm here), shrunk to 64 px for the CPU-size model.
+# gets a 224-pixel patch (about 150 µm here), shrunk to 64 px (32 px in the fast setting) for the
+# CPU-size model.
 
 # %%
 adata = rp.datasets.her2st(DATA, sections=["C1", "C2", "C3", "C4", "C5"], images=True)
 with_image = adata[adata.obs["section"] != "C1"].copy()
-rp.pp.spot_tiles(with_image, size=224, out_size=64, library_key="section", progress_bar=False)
-adata.obsm["tiles"] = np.zeros((adata.n_obs, 1, 64, 64, 3), np.uint8)
+rp.pp.spot_tiles(with_image, size=224, out_size=PX, library_key="section", progress_bar=False)
+adata.obsm["tiles"] = np.zeros((adata.n_obs, 1, PX, PX, 3), np.uint8)  # C1: no image, black rows are skipped
 adata.obsm["tiles"][adata.obs_names.get_indexer(with_image.obs_names)] = with_image.obsm["tiles"]
 adata.obs["split"] = np.where(adata.obs["section"].isin(["C1", "C5"]), "test", "train")
 rng = np.random.default_rng(0)
@@ -95,7 +97,7 @@ print(rnagan, gan, sep="\n")
 # ## 4. Held-out section C5: real patches next to painted ones
 #
 # The same eight C5 spots: their real patch, RNA-GAN's tile from their expression, and the GAN's
-# tile from noise. In the fast setting (150 critic steps) expect both to be far from real tissue:
+# tile from noise. In the fast setting (100 critic steps) expect both to be far from real tissue:
 # RNA-GAN's critic also judges whether a tile fits its expression (a projection critic), which
 # makes its game harder, and after so few steps its tiles are often still near-uniform while the
 # noise-only GAN has begun to produce texture. The conditional model needs the full setting (and a
@@ -121,9 +123,9 @@ c1 = adata[adata.obs["section"] == "C1"].copy()
 rp.tl.generate(c1, rnagan, n_per_obs=1, key_added="X_rnagan", seed=0)
 x = c1.obs["array_x"].to_numpy() - c1.obs["array_x"].min()
 y = c1.obs["array_y"].to_numpy() - c1.obs["array_y"].min()
-mosaic = np.full(((y.max() + 1) * 64, (x.max() + 1) * 64, 3), 255, np.uint8)
+mosaic = np.full(((y.max() + 1) * PX, (x.max() + 1) * PX, 3), 255, np.uint8)
 for t, i, j in zip(c1.obsm["X_rnagan"][:, 0], y, x, strict=True):
-    mosaic[i * 64:(i + 1) * 64, j * 64:(j + 1) * 64] = t
+    mosaic[i * PX:(i + 1) * PX, j * PX:(j + 1) * PX] = t
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6, 6))

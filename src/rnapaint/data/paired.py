@@ -22,7 +22,8 @@ class PairedTiles(Dataset):
     tiles
         A :class:`TileStore` (or its path), whose table's ``unit`` names obs of ``adata``; or an
         array ``(n_obs, k, H, W, 3)`` uint8 aligned with ``adata`` (e.g. ``adata.obsm['tiles']``
-        from :func:`rnapaint.pp.spot_tiles`).
+        from :func:`rnapaint.pp.spot_tiles`); all-black tiles (placeholders for spots without a
+        patch) are skipped.
     adata
         Expression units.
     rep
@@ -58,6 +59,11 @@ class PairedTiles(Dataset):
             k = tiles.shape[1]
             obs_rows = np.repeat(np.arange(adata.n_obs), k)
             self._tile_rows = np.arange(adata.n_obs * k)
+            # All-black rows are placeholders (spot_tiles leaves them for spots whose patch leaves the
+            # image; some units have no tile at all): never train on them.
+            blank = tiles.reshape(adata.n_obs * k, -1).max(1) == 0
+            keep = keep & ~blank.reshape(adata.n_obs, k).all(1)
+            obs_rows, self._tile_rows = obs_rows[~blank], self._tile_rows[~blank]
         else:
             store = tiles if isinstance(tiles, TileStore) else TileStore.open(tiles)
             self._memory = None

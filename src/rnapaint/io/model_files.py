@@ -71,8 +71,12 @@ def save_model_files(
             arr = np.asarray(v)
         arrays[k] = np.ascontiguousarray(arr)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _recover(path)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     # Write everything into a sibling temp dir, then swap it in: a killed writer leaves no half model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; a model should be shareable
     try:
         save_file(arrays, str(tmp / WEIGHTS))
         cfg = dict(config, format_version=FORMAT_VERSION, weights_sha256=_sha256(tmp / WEIGHTS))
@@ -92,6 +96,19 @@ def save_model_files(
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _recover(path: Path) -> None:
+    """Finish a swap that a kill interrupted: the previous version waits at ``.<name>.old``."""
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+
+
 def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a model directory written by :func:`save_model_files`.
 
@@ -109,6 +126,7 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     from safetensors.numpy import load_file
 
     path = Path(path)
+    _recover(path)
     wfile, cfile = path / WEIGHTS, path / CONFIG
     for f in (wfile, cfile):
         if not f.is_file():

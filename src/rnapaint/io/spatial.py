@@ -143,7 +143,11 @@ def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "s
             tr = get_transformation(img, get_all=True)
             if lib in tr:
                 s = float(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))[0, 0])
-                entry["images"]["hires"] = _image_array(img).astype(np.uint8)
+                arr = _image_array(img)
+                if arr.dtype != np.uint8:  # spatialdata allows float images, in [0, 1] or [0, 255]
+                    top = 1.0 if float(arr.max()) <= 1.0 else 255.0
+                    arr = (np.clip(arr / top, 0, 1) * 255).round().astype(np.uint8)
+                entry["images"]["hires"] = arr
                 entry["scalefactors"]["tissue_hires_scalef"] = 1.0 / s
                 entry["metadata"]["image_element"] = name
                 break

@@ -100,14 +100,16 @@ class TileStore:
         self._unit_index = {u: i for i, u in enumerate(self._units)}
         self._slide_index = {s: i for i, s in enumerate(self._slides)}
         self._pending = 0  # rows written since the last commit
+        self._n_committed = self._n
 
     def _commit(self) -> None:
         _write_json_atomic(self.path / COMMIT, {
-            "n": self._n, "units": self._units, "slides": self._slides, "done": self._done,
+            "n": self._n_committed, "units": self._units, "slides": self._slides, "done": self._done,
             "failed": self._failed, "format_version": FORMAT_VERSION, "tile_size": self.tile_size,
         })
 
     def __len__(self) -> int:
+        """Rows written (by this handle, committed or not: the writer sees its own pending rows)."""
         return self._n
 
     def __repr__(self) -> str:
@@ -237,6 +239,7 @@ class TileStore:
             self._done[str(slide_done)] = self._pending + int(self._done.get(str(slide_done), 0))
             self._failed.pop(str(slide_done), None)
         if commit:
+            self._n_committed = self._n
             self._commit()
             self._pending = 0
 

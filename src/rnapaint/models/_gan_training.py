@@ -52,6 +52,8 @@ class GANTrainingPlan(pl.LightningModule):
     def on_train_start(self) -> None:
         if self._resume_state is not None:
             tensors, meta = self._resume_state
+            if "opt_g" not in meta or "opt_d" not in meta:
+                raise ValueError("The checkpoint holds no optimizer state; it cannot be resumed.")
             opt_g, opt_d = self.optimizers()
             restore_optimizer(opt_g.optimizer, "opt_g", tensors, meta["opt_g"])
             restore_optimizer(opt_d.optimizer, "opt_d", tensors, meta["opt_d"])

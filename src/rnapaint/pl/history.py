@@ -43,19 +43,22 @@ def history(
         hist = getattr(data, "history", None)
         if hist is None:
             raise ValueError("data has no training history.")
-    terms = [t for t in ("loss", "recon", "kl") if f"train_{t}" in hist]
+    # Every curve logged as train_<term> (β-VAE: loss, recon, kl; GAN: critic, generator, gp, ...).
+    terms = [k.removeprefix("train_") for k in hist if k.startswith("train_")]
     if not terms:
         raise ValueError(f"The history holds no train_* curves (keys: {sorted(hist)}).")
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
-    titles = {"loss": "total loss", "recon": "reconstruction (MSE)", "kl": "KL divergence"}
+    titles = {"loss": "total loss", "recon": "reconstruction (MSE)", "kl": "KL divergence",
+              "critic": "critic loss", "generator": "generator loss", "gp": "gradient penalty",
+              "wasserstein": "Wasserstein estimate"}
     for ax, t in zip(axes[0], terms, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
             y = list(hist.get(f"{split}_{t}", []))
             if y:
                 ax.plot(range(1, len(y) + 1), y, style, label=split)
-        ax.set_title(titles[t])
+        ax.set_title(titles.get(t, t))
         ax.set_xlabel("epoch")
-        if t != "kl":
+        if t in ("loss", "recon"):
             ax.set_yscale("log")
         ax.legend(frameon=False)
     fig.tight_layout()

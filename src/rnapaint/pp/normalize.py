@@ -63,9 +63,9 @@ def log1p(
         scanpy, or judging by its values) unless ``force=True``.
     """
     check_expression(adata)
-    x = adata.layers[layer] if layer is not None else adata.X
     if layer is not None and layer not in adata.layers:
         raise ValueError(f"adata has no layer {layer!r}; layers: {list(adata.layers)}.")
+    x = adata.layers[layer] if layer is not None else adata.X
     check_finite(x, f"adata.layers[{layer!r}]" if layer else "adata.X")
     check_nonnegative(x, "values passed to log1p")
     if not force:
@@ -122,7 +122,8 @@ def zscore(
     Returns
     -------
     ``None``, or the copy when ``copy=True``. ``.X`` becomes dense float32; ``var['rp_mean']`` and
-    ``var['rp_std']`` hold the statistics, ``uns['rnapaint']['zscore']`` the parameters.
+    ``var['rp_std']`` hold the statistics, ``uns['rnapaint']['zscore']`` the parameters. Genes that
+    :func:`rnapaint.pp.align_genes` zero-filled (``var['rp_missing']``) get z = 0, the training mean.
     """
     check_expression(adata)
     if reference is not None:
@@ -163,6 +164,8 @@ def zscore(
     constant = ~(std > 1e-8)
     std = np.where(constant, 1.0, std)  # constant genes: centred to 0, not divided by 0
     z = ((_dense(adata.X).astype(np.float64) - mean) / std).astype(np.float32)
+    missing = adata.var["rp_missing"].to_numpy(bool) if "rp_missing" in adata.var else np.zeros(adata.n_vars, bool)
+    z[:, missing] = 0.0  # genes zero-filled by align_genes: the training mean, not a fake −mean/std
     if max_value is not None:
         np.clip(z, -max_value, max_value, out=z)
     check_finite(z, "z-scores")
@@ -176,6 +179,7 @@ def zscore(
         "n_fit": n_fit,
         "n_constant": int(constant.sum()),
         "max_value": max_value,
+        "n_missing_set_to_mean": int(missing.sum()),
     }
     logger.info(
         f"zscore: fitted on {fit_on} ({n_fit} rows); adding adata.var['rp_mean'], adata.var['rp_std']."

@@ -72,6 +72,7 @@ def spot_tiles(
     spatial_key: str = "spatial",
     key_added: str = "tiles",
     out_size: int | None = None,
+    overwrite: bool = False,
     progress_bar: bool = True,
 ) -> None:
     """Cut a ``size × size`` patch centred on every spot from the tissue image.
@@ -101,6 +102,8 @@ def spot_tiles(
     out_size
         Resize each patch to ``out_size`` pixels (box filter), e.g. 64 for a small generator; the
         patch still covers ``size`` full-resolution pixels.
+    overwrite
+        Replace an existing ``store`` (otherwise a FileExistsError).
     progress_bar
         Show a progress bar over libraries.
 
@@ -124,7 +127,7 @@ def spot_tiles(
     outside = np.zeros(adata.n_obs, bool)
     edge = out_size or size
     patches = None if store is not None else np.zeros((adata.n_obs, 1, edge, edge, 3), np.uint8)
-    ts = TileStore.create(store, edge, overwrite=True) if store is not None else None
+    ts = TileStore.create(store, edge, overwrite=overwrite) if store is not None else None
     sources = {}
     for lib in tqdm(pd.unique(spot_lib), desc="spot patches", disable=not progress_bar):
         src = _Source(lib, adata.uns["spatial"][lib])
@@ -139,7 +142,7 @@ def spot_tiles(
         if ts is not None:
             ts.append(tiles, pd.DataFrame({"unit": adata.obs_names[inside], "slide": src.name,
                                            "x": x0[inside].astype(np.int64), "y": y0[inside].astype(np.int64),
-                                           "mpp": src.mpp}), slide_done=src.name)
+                                           "mpp": src.mpp * size / edge}), slide_done=src.name)
         else:
             patches[inside, 0] = tiles
     adata.obs[f"{key_added}_outside"] = outside

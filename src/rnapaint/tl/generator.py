@@ -93,6 +93,7 @@ def generate(
     store: str | os.PathLike | None = None,
     seed: int = 0,
     batch_size: int = 256,
+    overwrite: bool = False,
     copy: bool = False,
 ) -> ad.AnnData | None:
     """Paint tiles for every observation of ``adata`` — measured, synthetic or shifted profiles alike.
@@ -109,17 +110,21 @@ def generate(
     key_added
         ``obsm[key_added]`` gets ``(n_obs, n_per_obs, H, W, 3)`` uint8 (unless ``store`` is given).
     store
-        Write to this TileStore instead (for large runs); unit = obs name.
+        Write to this TileStore instead of ``obsm``; unit = obs name. (The tiles are still generated in
+        memory first: for very large runs, call it on chunks of ``adata``.)
     seed
         The same seed gives the same tiles.
     batch_size
         Generation batch.
+    overwrite
+        Replace an existing ``store`` (otherwise a FileExistsError).
     copy
         Return a copy instead of writing into ``adata``.
 
     Returns
     -------
-    ``None`` or the copy.
+    ``None`` or the copy; ``uns['{key}_generation']`` (``key`` = ``key_added`` without ``X_``) records
+    the settings.
     """
     from ..models.tile_gan import TileGAN, tiles_to_store
 
@@ -131,11 +136,11 @@ def generate(
     adata = adata.copy() if copy else adata
     where = f"adata.obsm[{key_added!r}]"
     if store is not None:
-        tiles_to_store(tiles, adata.obs_names, store)
+        tiles_to_store(tiles, adata.obs_names, store, overwrite=overwrite)
         where = f"TileStore {Path(store)}"
     else:
         adata.obsm[key_added] = tiles
-    adata.uns[key_added.removeprefix("X_")] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
+    adata.uns[f"{key_added.removeprefix('X_')}_generation"] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
                                                 "store": str(store) if store is not None else None,
                                                 "model": repr(model)}
     logger.info(f"Generated {tiles.shape[0]} × {n_per_obs} tiles of {tiles.shape[2]}px into {where}")
