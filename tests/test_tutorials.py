@@ -57,19 +57,24 @@ def _text(nb) -> str:
     return "".join(o.text for o in _outputs(nb, "stream"))
 
 
-@pytest.mark.slow
-def test_tcga_vae_tutorial(data_root):
-    env = {**os.environ, "RNAPAINT_TUTORIAL_FAST": "1", "RNAPAINT_DATA": str(Path(data_root).resolve())}
+def _run(name: str, data_root, fast: bool = True) -> tuple[int, dict[str, float]]:
+    """Execute a tutorial; return its number of inline figures and its TUTORIAL-RESULT numbers."""
+    env = {**os.environ, "RNAPAINT_DATA": str(Path(data_root).resolve())}
+    if fast:
+        env["RNAPAINT_TUTORIAL_FAST"] = "1"
     env.pop("MPLBACKEND", None)  # let ipykernel pick its inline backend, as in Jupyter
-    nb = _execute(TUTORIALS / "tcga_vae.py", env)
-
+    nb = _execute(TUTORIALS / name, env)
     assert not _outputs(nb, "error")
     n_figures = sum("image/png" in o.get("data", {}) for o in _outputs(nb, "display_data"))
-    assert n_figures >= 3, f"expected the history and two UMAP figures inline, got {n_figures}"
-
     found = RESULT.findall(_text(nb))
     assert len(found) == 1, "the last cell prints one TUTORIAL-RESULT line"
-    result = {k: float(v) for k, v in (item.split("=") for item in found[0].split())}
+    return n_figures, {k: float(v) for k, v in (item.split("=") for item in found[0].split())}
+
+
+@pytest.mark.slow
+def test_tcga_vae_tutorial(data_root):
+    n_figures, result = _run("tcga_vae.py", data_root)
+    assert n_figures >= 3, f"expected the history and two UMAP figures inline, got {n_figures}"
     assert result["rmse_test"] < 1.0  # better than predicting the training mean of every gene
     # The loaded model on the re-aligned test patients (1 % genes missing) performs as in-session.
     assert abs(result["rmse_external"] - result["rmse_test"]) < 0.1
@@ -78,30 +83,14 @@ def test_tcga_vae_tutorial(data_root):
 
 @pytest.mark.slow
 def test_tiles_tutorial(data_root):
-    env = {**os.environ, "RNAPAINT_DATA": str(Path(data_root).resolve())}
-    env.pop("MPLBACKEND", None)
-    nb = _execute(TUTORIALS / "tiles.py", env)
-
-    assert not _outputs(nb, "error")
-    n_figures = sum("image/png" in o.get("data", {}) for o in _outputs(nb, "display_data"))
+    n_figures, result = _run("tiles.py", data_root, fast=False)
     assert n_figures >= 5, f"expected the section, three tile grids and the tiling map, got {n_figures}"
-    found = RESULT.findall(_text(nb))
-    assert len(found) == 1
-    result = {k: int(v) for k, v in (item.split("=") for item in found[0].split())}
     assert result["spots"] == 187 and result["patches"] == 187  # HER2ST C2: every spot gets its patch
     assert result["wsi_tiles"] > 10
 
 
 @pytest.mark.slow
 def test_her2st_rnagan_tutorial(data_root):
-    env = {**os.environ, "RNAPAINT_TUTORIAL_FAST": "1", "RNAPAINT_DATA": str(Path(data_root).resolve())}
-    env.pop("MPLBACKEND", None)
-    nb = _execute(TUTORIALS / "her2st_rnagan.py", env)
-
-    assert not _outputs(nb, "error")
-    n_figures = sum("image/png" in o.get("data", {}) for o in _outputs(nb, "display_data"))
+    n_figures, result = _run("her2st_rnagan.py", data_root)
     assert n_figures >= 3, f"expected the history, the C5 grid and the C1 mosaic, got {n_figures}"
-    found = RESULT.findall(_text(nb))
-    assert len(found) == 1
-    result = {k: int(v) for k, v in (item.split("=") for item in found[0].split())}
     assert result == {"c5_spots": 181, "c1_spots": 176, "steps": 100}
