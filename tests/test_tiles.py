@@ -103,6 +103,9 @@ def test_max_tiles_is_a_seeded_draw(data_root, tmp_path):
         t = rp.data.TileStore.open(tmp_path / f"{name}.zarr").table
         runs.append(set(zip(t["x"], t["y"], strict=True)))
     assert len(runs[0]) == 5 and runs[0] == runs[1] and runs[0] != runs[2]
+    with pytest.raises(ValueError, match="other settings"):  # resuming store "a" at another resolution
+        rp.pp.tile_slides(_units({"cmu": path}), store=tmp_path / "a.zarr", max_tiles=5, seed=1, mpp=1.0,
+                          progress_bar=False)
 
 
 def _pyramid(path: Path, base_mpp: float = 0.25) -> np.ndarray:

@@ -152,6 +152,11 @@ class TileStore:
         })
 
     @property
+    def attrs(self):
+        """The zarr group's attributes (JSON), e.g. the settings a writer recorded."""
+        return self._group.attrs
+
+    @property
     def units(self) -> list[str]:
         """Names of the expression units that have tiles."""
         return list(self._units)

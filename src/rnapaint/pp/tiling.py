@@ -261,6 +261,16 @@ def tile_slides(
         TileStore.create(store_path, tile_size)
     if ts.tile_size != tile_size:
         raise ValueError(f"{store_path} holds {ts.tile_size}px tiles, not {tile_size}px.")
+    # A resumed run must cut tiles the way the first did, or one store would mix resolutions.
+    wanted = {k: v for k, v in asdict(params).items() if k != "thumbnail_size"}
+    recorded = dict(ts.attrs.get("tiling", {}))
+    differ = sorted(k for k in wanted if k in recorded and recorded[k] != wanted[k])
+    if differ:
+        was = ", ".join(f"{k}={recorded[k]}" for k in differ)
+        raise ValueError(f"{store_path} was tiled with other settings ({was}); use the same settings to resume, "
+                         "or another store.")
+    if not recorded:
+        ts.attrs["tiling"] = wanted
     todo = [(u, p) for u, p in zip(adata.obs_names, paths, strict=True) if p not in ts.done_slides]
     logger.info(f"Tiling {len(todo)} slides ({len(paths) - len(todo)} already in {store_path}).")
     staging_root = Path(tempfile.mkdtemp(prefix=".staging-", dir=store_path.parent))
