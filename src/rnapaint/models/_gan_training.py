@@ -34,7 +34,9 @@ class GANTrainingPlan(pl.LightningModule):
         self.step = start_step
         self._resume_state = resume_state
         self._compile = compile
-        self._noise = torch.Generator().manual_seed(seed * 1_000_003 + start_step)
+        self._noise_seed = seed * 1_000_003 + start_step
+        self._noise: torch.Generator | None = None
+        self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def setup(self, stage: str) -> None:
         self.generator.to(memory_format=self.memory_format)
@@ -60,9 +62,12 @@ class GANTrainingPlan(pl.LightningModule):
             self._resume_state = None
 
     def _input(self, cond: torch.Tensor) -> torch.Tensor:
-        from .tile_gan import make_input
+        from .tile_gan import condition_stats, make_input
 
-        return make_input(cond.cpu(), self.config, len(cond), self._noise).to(self.device)
+        if self._noise is None:  # on the training device: no host round trip (and GPU sync) per step
+            self._noise = torch.Generator(device=self.device).manual_seed(self._noise_seed)
+            self._stats = condition_stats(self.config, self.device)
+        return make_input(cond, self.config, len(cond), self._noise, self._stats)
 
     def _critic(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return self.d_fwd(x, cond) if self.config["projection"] else self.d_fwd(x)

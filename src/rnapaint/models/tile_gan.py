@@ -336,19 +336,30 @@ class TileGAN:
         return self
 
 
-def make_input(cond: torch.Tensor, config: dict[str, Any], n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+def make_input(cond: torch.Tensor, config: dict[str, Any], n: int, gen: torch.Generator | None = None,
+               stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Generator input ``(n, latent_dim)``: condition + U(−noise, noise) (RNA-GAN), or N(0, I) (baseline).
 
     The condition is standardised with fixed statistics of the training units (stored in the
     config), never across the batch, so each sample keeps its own profile; the noise is drawn per
-    sample, in those standardised units.
+    sample, in those standardised units. Everything happens on ``gen``'s device (the condition's
+    when no generator is given), so a GPU training step never waits for a copy to the host;
+    ``stats`` are the (mean, std) tensors already on that device.
     """
+    device = gen.device if gen is not None else cond.device
     if config["condition"] is None:
-        return torch.randn(n, config["latent_dim"], generator=gen)
-    mean = torch.tensor(config.get("condition_mean", 0.0), dtype=torch.float32)
-    std = torch.tensor(config.get("condition_std", 1.0), dtype=torch.float32)
-    u = torch.rand(cond.shape, generator=gen) * 2.0 - 1.0
-    return (cond.float().cpu() - mean) / std + config["noise"] * u
+        return torch.randn(n, config["latent_dim"], generator=gen, device=device)
+    if stats is None:
+        stats = condition_stats(config, device)
+    u = torch.rand(cond.shape, generator=gen, device=device) * 2.0 - 1.0
+    return (cond.to(device, torch.float32) - stats[0]) / stats[1] + config["noise"] * u
+
+
+def condition_stats(config: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The training units' condition mean and std (see :class:`TileGAN`) as tensors on ``device``."""
+    mean = torch.tensor(config.get("condition_mean", 0.0), dtype=torch.float32, device=device)
+    std = torch.tensor(config.get("condition_std", 1.0), dtype=torch.float32, device=device)
+    return mean, std
 
 
 def _same(a: Any, b: Any) -> bool:

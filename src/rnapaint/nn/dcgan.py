@@ -274,7 +274,8 @@ def gradient_penalty(
     """
     if real.shape != fake.shape:
         raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}.")
-    real, fake = real.detach(), fake.detach()
+    # Under autocast the generator hands back bf16 while real tiles stay float32: mix in real's dtype.
+    real, fake = real.detach(), fake.detach().to(real.dtype)
     eps = torch.rand((real.shape[0],) + (1,) * (real.ndim - 1), device=real.device, dtype=real.dtype)
     x_hat = torch.lerp(fake, real, eps)  # eps * real + (1 - eps) * fake
     if real.ndim == 4 and not real.is_contiguous() and real.is_contiguous(memory_format=torch.channels_last):

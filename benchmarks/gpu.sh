@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# How the GPU figures in benchmarks/README.md were made, on an offline GPU server that has torch,
+# lightning and torchmetrics but not anndata, zarr, openslide or scikit-image.
+#
+# Here (with network):  ../shared/tools/gpu-wheels.sh scikit-image networkx imageio tifffile lazy-loader
+#                       python benchmarks/her2st_gan.py prepare --dir .gpu_data
+#                       cp ../shared/data/wsi/CMU-1-Small-Region.svs .gpu_data/
+# There, from the repository root, with .whl/ and .gpu_data/ copied beside the code:
+#   benchmarks/gpu.sh bench OUT       # benchmarks/gan.py, vae.py, tiles.py
+#   benchmarks/gpu.sh rnagan OUT      # HER2ST RNA-GAN, 8 minutes of training, tiles for C5 and C1
+#   benchmarks/gpu.sh gan OUT         # the noise-only GAN, the same 8 minutes
+set -euo pipefail
+what=$1
+out=${2:-benchmarks/out/gpu}
+mkdir -p "$out"
+if ! python3 -c "import anndata, zarr, skimage" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+case $what in
+  bench)
+    timeout 240 python3 benchmarks/gan.py --compile --json "$out/gan.json" 2>&1 | grep -v Warning || true
+    timeout 150 python3 benchmarks/vae.py --device cuda --lightning --json "$out/vae.json" 2>&1 | tail -25 || true
+    timeout 150 python3 benchmarks/tiles.py --slide .gpu_data/CMU-1-Small-Region.svs --jobs 1 4 8 \
+      --workers 1 4 8 15 --json "$out/tiles.json" 2>&1 | tail -12 || true
+    ;;
+  rnagan|gan)
+    python3 benchmarks/her2st_gan.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
+      --minutes "${MINUTES:-8}" --out "$out"
+    ;;
+  *) echo "unknown: $what" >&2; exit 2 ;;
+esac

@@ -1,0 +1,191 @@
+"""RNA-GAN against the noise-only GAN on HER2ST at GPU size: train on C2–C4, hold out C5, equal GPU time.
+
+Three steps, because the GPU server has no scanpy and only small files come back from it:
+
+``prepare`` (here, on the CPU)
+    Counts → normalise → log → the 2,000 most variable genes of the training spots → z-score →
+    β-VAE (hidden 512/256, latent 64); 224-px spot patches (≈ 154 µm) resized to ``--size``. Writes
+    ``DIR/her2st_pairs.npz`` (tiles, latents, spot table: what the GPU run needs, ~25 MB) and
+    ``DIR/her2st_expression.h5ad`` (z-scored expression, for the evaluation).
+``train`` (on the GPU)
+    One method for ``--minutes`` of training, then tiles from the EMA generator for the held-out C5
+    spots (``--per-spot`` each) and one for every C1 spot (no image: virtual H&E). Writes
+    ``OUT/<method>.json`` (steps, throughput, losses) and ``OUT/<method>_tiles_<i>.npz`` chunks
+    under 16 MiB.
+``evaluate`` (here)
+    Real C5 patches, RNA-GAN, GAN, and the nearest-neighbour baseline through ``rp.tl.evaluate``:
+    KID/FID (Inception and rnapaint's tile encoder), condition fidelity (expression clusters),
+    retrieval, nuclei composition. Writes a report CSV, a figure and tile grids.
+
+Usage::
+
+    python benchmarks/her2st_gan.py prepare --data ../shared/data --dir .gpu_data
+    python benchmarks/her2st_gan.py train --pairs .gpu_data/her2st_pairs.npz --method rnagan --minutes 8 --out $OUT
+    python benchmarks/her2st_gan.py evaluate --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --out benchmarks/out/her2st
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import rnapaint as rp
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    import rnapaint as rp
+
+SECTIONS = ["C1", "C2", "C3", "C4", "C5"]
+TRAIN_SECTIONS = ["C2", "C3", "C4"]
+
+
+def prepare(args) -> None:
+    import scanpy as sc
+
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    adata = rp.datasets.her2st(args.data, sections=SECTIONS, images=True)
+    with_image = adata[adata.obs["section"] != "C1"].copy()
+    rp.pp.spot_tiles(with_image, size=224, out_size=args.size, library_key="section", progress_bar=False)
+    tiles = np.zeros((adata.n_obs, args.size, args.size, 3), np.uint8)
+    tiles[adata.obs_names.get_indexer(with_image.obs_names)] = with_image.obsm["tiles"][:, 0]
+    has_image = np.zeros(adata.n_obs, bool)
+    has_image[adata.obs_names.get_indexer(with_image.obs_names)] = True
+
+    section = adata.obs["section"].astype(str).to_numpy()
+    split = np.where(np.isin(section, TRAIN_SECTIONS), "train", "test").astype(object)
+    rng = np.random.default_rng(0)
+    train = np.flatnonzero(split == "train")
+    split[rng.choice(train, len(train) // 10, replace=False)] = "val"  # β-VAE early stopping only
+    adata.obs["split"] = split.astype(str)
+
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    rp.pp.log1p(adata)
+    is_train = (adata.obs["split"] == "train").to_numpy()
+    hvg = sc.pp.highly_variable_genes(adata[is_train], n_top_genes=2000, inplace=False)
+    adata = adata[:, hvg["highly_variable"].to_numpy()].copy()
+    rp.pp.zscore(adata)
+    rp.tl.vae(adata, hidden=(512, 256), latent_dim=args.latent, max_epochs=300, lr=1e-3, batch_size=64,
+              progress_bar=False)
+    rp.tl.get_model(adata, "vae").save(out / "vae", overwrite=True)
+    hist = adata.uns["vae"]["history"]
+    print(f"β-VAE: {len(hist['train_loss'])} epochs, last val loss {hist['val_loss'][-1]:.4f}")
+
+    obs = adata.obs
+    np.savez_compressed(
+        out / "her2st_pairs.npz", tiles=tiles, has_image=has_image, X_vae=adata.obsm["X_vae"].astype(np.float32),
+        obs_names=obs.index.to_numpy(str), section=obs["section"].to_numpy(str), split=obs["split"].to_numpy(str),
+        cluster=obs["cluster"].astype(str).to_numpy(str), array_x=obs["array_x"].to_numpy(),
+        array_y=obs["array_y"].to_numpy(),
+    )
+    keep = adata.copy()
+    keep.obsm["tiles"] = tiles[:, None]
+    keep.obs["has_image"] = has_image
+    keep.uns.pop("spatial", None)  # the full-size H&E stays in the data folder
+    keep.write_h5ad(out / "her2st_expression.h5ad", compression="gzip")
+    size = (out / "her2st_pairs.npz").stat().st_size / 2**20
+    print(f"wrote {out}/her2st_pairs.npz ({size:.1f} MiB): {adata.n_obs} spots, {has_image.sum()} with a patch, "
+          f"{args.size} px; train {is_train.sum()} spots")
+
+
+def _pairs(path: str):
+    import anndata as ad
+    import pandas as pd
+
+    d = np.load(path, allow_pickle=False)
+    obs = pd.DataFrame({k: d[k] for k in ("section", "split", "cluster", "array_x", "array_y")},
+                       index=pd.Index(d["obs_names"], dtype=str))
+    adata = ad.AnnData(obs=obs, obsm={"X_vae": d["X_vae"]})
+    return adata, d["tiles"][:, None], d["has_image"]
+
+
+def _grid_png(rows: list[np.ndarray], path: Path) -> None:
+    """Rows of tiles (each ``(k, H, W, 3)``) side by side, 4 px white gaps; PIL only (no matplotlib there)."""
+    from PIL import Image
+
+    k, h, w, _ = rows[0].shape
+    g = 4
+    canvas = np.full((len(rows) * (h + g), k * (w + g), 3), 255, np.uint8)
+    for r, row in enumerate(rows):
+        for c, t in enumerate(row):
+            canvas[r * (h + g): r * (h + g) + h, c * (w + g): c * (w + g) + w] = t
+    Image.fromarray(canvas).save(path)
+
+
+def train(args) -> None:
+    import torch
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adata, tiles, has_image = _pairs(args.pairs)
+    section = adata.obs["section"].to_numpy()
+    units = adata.obs_names[np.isin(section, TRAIN_SECTIONS) & has_image]
+    condition = "vae" if args.method == "rnagan" else None
+    model = rp.models.TileGAN(adata, tiles, condition=condition, units=units, width=args.width,
+                              latent_dim=adata.obsm["X_vae"].shape[1], upsample=args.upsample)
+    print(model, flush=True)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    model.train(max_steps=10**9, max_time=args.minutes * 60, batch_size=args.batch_size, n_critic=5,
+                num_workers=args.workers, progress_bar=False, seed=0)
+    seconds = time.perf_counter() - t0
+    info = dict(model.train_info)
+    record = {
+        "method": args.method, "minutes": args.minutes, "wall_s": seconds, **info,
+        "critic_tiles_per_s": info["steps"] * args.batch_size / info["seconds"],
+        "config": {k: v for k, v in model.config.items() if not k.startswith("condition_")},
+        "history_last": {k: v[-1] for k, v in model.history.items() if v},
+        "history": model.history,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+    c5 = np.flatnonzero(section == "C5")
+    c1 = np.flatnonzero(section == "C1")
+    t1 = time.perf_counter()
+    gen_c5 = model.generate(adata[c5], n_per_obs=args.per_spot, seed=1)
+    gen_c1 = model.generate(adata[c1], n_per_obs=1, seed=2)
+    record["generate_tiles_per_s"] = (gen_c5.shape[0] * gen_c5.shape[1] + len(c1)) / (time.perf_counter() - t1)
+    # Chunks under 16 MiB each (what comes back from the GPU server), uncompressed: GAN tiles hardly compress.
+    per_chunk = max(1, int(14 * 2**20 // gen_c5[0].nbytes))
+    names = adata.obs_names.to_numpy(str)
+    for i, lo in enumerate(range(0, len(c5), per_chunk)):
+        sl = slice(lo, lo + per_chunk)
+        np.savez(out / f"{args.method}_c5_{i}.npz", tiles=gen_c5[sl], obs_names=names[c5][sl])
+    np.savez(out / f"{args.method}_c1.npz", tiles=gen_c1, obs_names=names[c1])
+    pick = c5[np.random.default_rng(1).choice(len(c5), 8, replace=False)]
+    _grid_png([tiles[pick, 0], gen_c5[np.searchsorted(c5, pick), 0]], out / f"{args.method}_grid.png")
+    (out / f"{args.method}.json").write_text(json.dumps(record, indent=1, default=float))
+    print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1, default=float))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--dir", default=".gpu_data")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--latent", type=int, default=64)
+    p = sub.add_parser("train")
+    p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
+    p.add_argument("--method", choices=["rnagan", "gan"], required=True)
+    p.add_argument("--minutes", type=float, default=8.0)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--upsample", default="transpose")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--per-spot", type=int, default=4)
+    p.add_argument("--out", required=True)
+    args = ap.parse_args()
+    {"prepare": prepare, "train": train}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

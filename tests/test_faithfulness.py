@@ -1,0 +1,62 @@
+"""Condition fidelity and retrieval tell a generator that follows its condition from one that does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnapaint as rp
+
+
+def _labelled(n: int, seed: int, k: int = 3, d: int = 16, sep: float = 2.0):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).standard_normal((k, d)) * sep
+    y = rng.integers(0, k, n)
+    return (centres[y] + rng.standard_normal((n, d))).astype(np.float32), np.array([f"c{v}" for v in y])
+
+
+def test_fidelity_high_for_faithful_tiles_and_chance_for_shuffled_labels():
+    xr, yr = _labelled(300, 0)
+    xs, ys = _labelled(200, 1)
+    good = rp.metrics.condition_fidelity(xr, yr, xs, ys)
+    assert good.accuracy > 0.85 and good.ci_low <= good.accuracy <= good.ci_high
+    assert good.shuffled_accuracy < 0.55  # 3 balanced classes: ~1/3
+    bad = rp.metrics.condition_fidelity(xr, yr, xs, np.random.default_rng(2).permutation(ys))
+    assert bad.accuracy < 0.5 < good.accuracy
+    assert abs(bad.accuracy - 1 / 3) < 0.12
+    # several tiles per unit, unit-major: labels repeat
+    rep = rp.metrics.condition_fidelity(xr, yr, np.repeat(xs, 2, axis=0), ys)
+    assert rep.n_test == 400 and rep.accuracy == pytest.approx(good.accuracy)
+
+
+def test_fidelity_with_encoder_and_bad_input():
+    class Mean:  # an "encoder": mean colour per tile
+        def encode(self, tiles):
+            return tiles.reshape(len(tiles), -1, 3).mean(1)
+
+    rng = np.random.default_rng(0)
+    lab = np.repeat(["dark", "light"], 40)
+    tiles = np.where(lab[:, None, None, None] == "dark", 60, 200).astype(np.uint8) + rng.integers(
+        0, 20, (80, 8, 8, 3), dtype=np.uint8)
+    s = rp.metrics.condition_fidelity(tiles, lab, tiles[::-1], lab[::-1], encoder=Mean())
+    assert s.accuracy == 1.0
+    with pytest.raises(ValueError, match="encoder="):
+        rp.metrics.condition_fidelity(tiles, lab, tiles, lab)
+    with pytest.raises(ValueError, match="never occur"):
+        rp.metrics.condition_fidelity(tiles, lab, tiles, np.repeat(["dark", "other"], 40), encoder=Mean())
+    with pytest.raises(ValueError, match="NaN"):
+        rp.metrics.condition_fidelity(np.full((4, 2), np.nan), ["a", "b"] * 2, np.zeros((2, 2)), ["a", "b"])
+
+
+def test_retrieval_finds_the_source_only_when_images_carry_it():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((20, 12))
+    ex_tr, ex_q = rng.standard_normal((300, 20)), rng.standard_normal((50, 20))
+    im_tr = ex_tr @ w + 0.3 * rng.standard_normal((300, 12))
+    im_q = ex_q @ w + 0.3 * rng.standard_normal((50, 12))
+    good = rp.metrics.retrieval(ex_tr, im_tr, ex_q, im_q)
+    assert good.top1 > 0.5 and good.top5 > 0.9 and good.chance_top1 == pytest.approx(1 / 50)
+    blind = rp.metrics.retrieval(ex_tr, im_tr, ex_q, rng.standard_normal((100, 12)))  # 2 tiles a unit, no signal
+    assert blind.n_queries == 100 and blind.top1 < 0.1 and blind.top5 < 0.3
+    with pytest.raises(ValueError, match="multiple"):
+        rp.metrics.retrieval(ex_tr, im_tr, ex_q, im_q[:49])
