@@ -165,6 +165,66 @@ def train(args) -> None:
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1, default=float))
 
 
+def evaluate(args) -> None:
+    import anndata as ad
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adata = ad.read_h5ad(Path(args.dir) / "her2st_expression.h5ad")
+    adata.obs["eval_split"] = np.where(adata.obs["section"].isin(TRAIN_SECTIONS), "train",
+                                       np.where(adata.obs["section"] == "C5", "test", "none"))
+    runs = Path(args.runs)
+    keys = []
+    for method in ("rnagan", "gan"):
+        parts = sorted(runs.glob(f"{method}_c5_*.npz"))
+        if not parts:
+            continue
+        tiles = np.concatenate([np.load(p)["tiles"] for p in parts])
+        names = np.concatenate([np.load(p)["obs_names"] for p in parts])
+        full = np.zeros((adata.n_obs, *tiles.shape[1:]), np.uint8)
+        full[adata.obs_names.get_indexer(names)] = tiles
+        adata.obsm[f"X_{method}"] = full
+        keys.append(f"X_{method}")
+    mpp = 224 * 0.686 / adata.obsm["tiles"].shape[2]  # 224-px patches at HER2ST's ~0.686 µm/px, resized
+    encoder = rp.models.TileEncoder(stem="large")
+    real = adata.obsm["tiles"]
+    train_rows = np.flatnonzero((adata.obs["eval_split"] == "train").to_numpy() & adata.obs["has_image"].to_numpy())
+    t0 = time.perf_counter()
+    encoder.fit(real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=0)
+    print(f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    report = rp.tl.evaluate(adata, keys, label_key="cluster", split_key="eval_split", encoder=encoder,
+                            inception=args.inception, mpp=mpp, n_boot=args.n_boot)
+    report["method"] = report["method"].replace({"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)"})
+    # Cell mix: do the nuclei of a spot's tiles follow its deconvolved cell types (stereoscope)?
+    props = adata.obsm.get("cell_type_proportions")
+    c5 = np.flatnonzero((adata.obs["eval_split"] == "test").to_numpy())
+    if props is not None:
+        props = pd.DataFrame(props, index=adata.obs_names)
+        for label, t in [("real (held out)", real[c5, :1]), *[(k, adata.obsm[k][c5]) for k in keys]]:
+            nuc = rp.metrics.nuclei(t.reshape(-1, *t.shape[2:]), mpp=mpp, progress_bar=False)
+            per_spot = nuc.groupby(np.repeat(np.arange(len(c5)), t.shape[1]))[["hematoxylin_fraction", "mean_area"]]
+            per_spot = per_spot.mean()
+            for feat, cell in (("hematoxylin_fraction", "Epithelial"), ("mean_area", "Epithelial")):
+                rho = spearmanr(per_spot[feat], props.iloc[c5][cell].to_numpy(), nan_policy="omit")[0]
+                name = {"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)"}.get(label, label)
+                report.loc[len(report)] = [name, f"ρ({feat}, {cell})", rho, np.nan, np.nan, 0.0]
+    report.to_csv(out / "report.csv", index=False)
+    rp.pl.evaluation(report, title="HER2ST C5 (held out): RNA-GAN vs GAN, 8 H100-minutes each", show=False,
+                     save=out / "evaluation.png")
+    pick = np.random.default_rng(1).choice(c5, 8, replace=False)
+    rows = [real[pick, 0]]
+    d = ((adata.obsm["X_vae"][pick, None] - adata.obsm["X_vae"][None, train_rows]) ** 2).sum(-1)
+    rows.append(real[train_rows[d.argmin(1)], 0])
+    rows += [adata.obsm[k][pick, 0] for k in keys]
+    _grid_png(rows, out / "c5_grid.png")
+    table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
+    print(table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.round(3).to_string())
+    print(f"grid rows: real C5 / nearest neighbour / {' / '.join(keys)}; wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -183,8 +243,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--per-spot", type=int, default=4)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("evaluate")
+    p.add_argument("--dir", default=".gpu_data")
+    p.add_argument("--runs", required=True, help="folder with the train step's outputs")
+    p.add_argument("--out", default="benchmarks/out/her2st")
+    p.add_argument("--encoder-epochs", type=int, default=30)
+    p.add_argument("--n-boot", type=int, default=100)
+    p.add_argument("--inception", action="store_true")
     args = ap.parse_args()
-    {"prepare": prepare, "train": train}[args.cmd](args)
+    {"prepare": prepare, "train": train, "evaluate": evaluate}[args.cmd](args)
 
 
 if __name__ == "__main__":
