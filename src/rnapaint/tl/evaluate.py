@@ -105,7 +105,7 @@ def evaluate(
 
     methods: dict[str, np.ndarray] = {}
     if baselines:
-        methods["real (held out)"] = real[te]
+        methods["real (held out)"] = real[te, :1]
         d = ((z[te, None, :] - z[None, tr, :]) ** 2).sum(-1)
         methods["nearest neighbour"] = real[tr[d.argmin(1)]]
     for k in keys:
@@ -117,8 +117,9 @@ def evaluate(
             raise ValueError(f"obsm[{k!r}] has test units without generated tiles (all-black rows).")
         methods[k] = gen
 
-    feats = {name: encoder.encode(t.reshape(-1, *t.shape[2:])) for name, t in methods.items()}
     ref = encoder.encode(real[te, 0])
+    feats = {name: ref if name == "real (held out)" else encoder.encode(t.reshape(-1, *t.shape[2:]))
+             for name, t in methods.items()}
     train_feats = encoder.encode(real[tr, 0])
     if nuclei:
         ref_nuc = _nuclei(real[te, 0], mpp=mpp, progress_bar=False)
@@ -128,15 +129,18 @@ def evaluate(
         rows.append({"method": method, "metric": metric, "value": float(value), "ci_low": float(lo),
                      "ci_high": float(hi), "chance": float(chance)})
 
-    rng = np.random.default_rng(seed)
+    halves = np.random.default_rng(seed).permutation(len(te))
+
+    def versus(name: str, f: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pair realism compares: the real test tiles' two disjoint halves for the ceiling, else real vs f."""
+        if name == "real (held out)":
+            return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2:]]
+        return reference, f
+
     for name, t in methods.items():
         f = feats[name]
         k_per = t.shape[1]
-        if name == "real (held out)":  # two disjoint halves of the real test tiles
-            half = rng.permutation(len(f))
-            a, b = f[half[: len(f) // 2]], f[half[len(f) // 2:]]
-        else:
-            a, b = ref, f
+        a, b = versus(name, f, ref)
         s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
         add(name, "KID (encoder)", s.value, s.ci_low, s.ci_high)
         s = fid(a, b, n_boot=n_boot, seed=seed)
@@ -159,11 +163,7 @@ def evaluate(
         ref_i = tile_features(real[te, 0], "inception")
         for name, t in methods.items():
             f = ref_i if name == "real (held out)" else tile_features(t[:, 0], "inception")
-            if name == "real (held out)":
-                half = rng.permutation(len(f))
-                a, b = f[half[: len(f) // 2]], f[half[len(f) // 2:]]
-            else:
-                a, b = ref_i, f
+            a, b = versus(name, f, ref_i)
             s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
             add(name, "KID (Inception)", s.value, s.ci_low, s.ci_high)
     return pd.DataFrame(rows)
