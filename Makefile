@@ -11,7 +11,7 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml constraints-dev.txt | $(VENV)/bin/python
-	$(PIP) -e .
+	$(PIP) -e ".[diffusion]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints-dev.txt | $(VENV)/bin/python

@@ -1,7 +1,9 @@
 """AnnData-aware models: set up from an AnnData, trained through Lightning, saved as safetensors + JSON."""
 
 from .beta_vae import BetaVAE
+from .cascaded_diffusion import CascadedDiffusion
+from .loading import load_model
 from .tile_encoder import TileEncoder
 from .tile_gan import TileGAN
 
-__all__ = ["BetaVAE", "TileEncoder", "TileGAN"]
+__all__ = ["BetaVAE", "CascadedDiffusion", "TileEncoder", "TileGAN", "load_model"]

@@ -112,17 +112,6 @@ class GANTrainingPlan(pl.LightningModule):
             e.copy_(b)
 
 
-class StopAt(pl.Callback):
-    """Stop when the plan's own critic-step counter reaches ``max_steps`` (survives resumes)."""
-
-    def __init__(self, max_steps: int):
-        self.max_steps = max_steps
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module.step >= self.max_steps:
-            trainer.should_stop = True
-
-
 class SafetensorsCheckpoint(pl.Callback):
     """Every ``every`` critic steps: weights, EMA and both Adam states as safetensors + JSON (atomic)."""
 

@@ -83,3 +83,14 @@ def default_precision(accelerator: str) -> str:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed"
     return "32-true"
+
+
+class StopAt(pl.Callback):
+    """Stop when the plan's own step counter reaches ``max_steps`` (survives resumes)."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.step >= self.max_steps:
+            trainer.should_stop = True

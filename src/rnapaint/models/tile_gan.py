@@ -174,8 +174,8 @@ class TileGAN:
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
-        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint, StopAt
-        from ._training import History, default_precision, quiet_lightning
+        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint
+        from ._training import History, StopAt, default_precision, quiet_lightning
 
         quiet_lightning()
         pl.seed_everything(seed, workers=True, verbose=False)

@@ -11,7 +11,7 @@ import anndata as ad
 from .._logging import logger
 from . import _registry
 
-METHODS = {"gan": None, "rnagan": "vae"}
+METHODS = {"gan": None, "rnagan": "vae", "cdm": "vae"}
 
 
 def train_generator(
@@ -36,7 +36,9 @@ def train_generator(
     tiles
         TileStore (or path) of the units' tiles, or ``adata.obsm['tiles']``-style array.
     method
-        ``"rnagan"`` (β-VAE latent + uniform noise) or ``"gan"`` (the noise-only baseline).
+        ``"rnagan"`` (β-VAE latent + uniform noise), ``"gan"`` (the noise-only baseline) or ``"cdm"``
+        (RNA-CDM's cascaded diffusion, :class:`rnapaint.models.CascadedDiffusion`; its condition is
+        the β-VAE latent, or the genes with ``model_kwargs={"condition": "expression"}``).
     vae
         β-VAE model (default: the one of ``adata.uns['vae']`` when it exists in this session).
     rep
@@ -46,17 +48,19 @@ def train_generator(
     save_path
         Save the trained model there.
     key_added
-        uns key for the record (default ``"tile_gan"`` / ``"tile_rnagan"``).
+        uns key for the record (default ``"tile_gan"`` / ``"tile_rnagan"`` / ``"tile_cdm"``).
     model_kwargs
-        Passed to :class:`rnapaint.models.TileGAN` (``width``, ``upsample``, ``critic_norm``, ...).
+        Passed to :class:`rnapaint.models.TileGAN` (``width``, ``upsample``, ``critic_norm``, ...) or
+        :class:`rnapaint.models.CascadedDiffusion` (``base_size``, ``base``, ``sr``, ``prediction``, ...).
     **train_kwargs
-        Passed to :meth:`rnapaint.models.TileGAN.train` (``max_steps``, ``batch_size``, ``max_time``...).
+        Passed to the model's ``train`` (``max_steps``, ``batch_size``, ``max_time``...).
 
     Returns
     -------
     ``None``; ``uns[key_added]`` records settings and history, :func:`rnapaint.tl.get_model` returns
     the model.
     """
+    from ..models.cascaded_diffusion import CascadedDiffusion
     from ..models.tile_gan import TileGAN
     from .vae import get_model
 
@@ -70,7 +74,11 @@ def train_generator(
     units = None
     if split_key is not None and split_key in adata.obs:
         units = adata.obs_names[(adata.obs[split_key] == "train").to_numpy()]
-    model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units, **(model_kwargs or {}))
+    if method == "cdm":
+        model = CascadedDiffusion(adata, tiles, vae=vae, rep=rep, units=units, **(model_kwargs or {}))
+    else:
+        model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units,
+                        **(model_kwargs or {}))
     model.train(**train_kwargs)
     if save_path is not None:
         model.save(save_path, overwrite=True)
@@ -95,6 +103,7 @@ def generate(
     batch_size: int = 256,
     overwrite: bool = False,
     copy: bool = False,
+    **generate_kwargs: Any,
 ) -> ad.AnnData | None:
     """Paint tiles for every observation of ``adata`` — measured, synthetic or shifted profiles alike.
 
@@ -104,7 +113,8 @@ def generate(
         Profiles with the model's genes (encoded with the model's β-VAE) or with ``obsm['X_vae']``.
         Units without any image are exactly the imputation use case.
     model
-        A trained :class:`rnapaint.models.TileGAN`, or the path of a saved one.
+        A trained :class:`rnapaint.models.TileGAN` or :class:`rnapaint.models.CascadedDiffusion`, or
+        the path of a saved one.
     n_per_obs
         Tiles per observation.
     key_added
@@ -120,19 +130,25 @@ def generate(
         Replace an existing ``store`` (otherwise a FileExistsError).
     copy
         Return a copy instead of writing into ``adata``.
+    **generate_kwargs
+        Passed to the model's ``generate``: for the diffusion model ``sampler`` (``"ddpm"``,
+        ``"ddim"``, ``"dpm++"``), ``steps``, ``guidance_scale``, ``sr_steps``, ...
 
     Returns
     -------
     ``None`` or the copy; ``uns['{key}_generation']`` (``key`` = ``key_added`` without ``X_``) records
     the settings.
     """
-    from ..models.tile_gan import TileGAN, tiles_to_store
+    from ..models.loading import load_model
+    from ..models.tile_gan import tiles_to_store
 
     if isinstance(model, (str, os.PathLike)):
-        model = TileGAN.load(model)
-    if not getattr(model, "is_trained", False):
+        model = load_model(model)
+    if not hasattr(model, "generate") or not hasattr(model, "is_trained"):
+        raise ValueError(f"model must be a TileGAN or CascadedDiffusion, got {type(model).__name__}.")
+    if not model.is_trained:
         raise ValueError("model is not trained.")
-    tiles = model.generate(adata, n_per_obs=n_per_obs, seed=seed, batch_size=batch_size)
+    tiles = model.generate(adata, n_per_obs=n_per_obs, seed=seed, batch_size=batch_size, **generate_kwargs)
     adata = adata.copy() if copy else adata
     where = f"adata.obsm[{key_added!r}]"
     if store is not None:
@@ -142,6 +158,8 @@ def generate(
         adata.obsm[key_added] = tiles
     adata.uns[f"{key_added.removeprefix('X_')}_generation"] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
                                                 "store": str(store) if store is not None else None,
-                                                "model": repr(model)}
+                                                "model": repr(model),
+                                                **{k: v for k, v in generate_kwargs.items()
+                                                   if isinstance(v, (int, float, str))}}
     logger.info(f"Generated {tiles.shape[0]} × {n_per_obs} tiles of {tiles.shape[2]}px into {where}")
     return adata if copy else None

@@ -105,8 +105,6 @@ def get_model(adata: ad.AnnData, key: str = "vae") -> Any:
     ValueError
         If ``adata`` has no such entry, or the model is neither in memory nor saved.
     """
-    from ..models.beta_vae import BetaVAE
-
     key = _uns_key(key)
     if key not in adata.uns or "model_uid" not in adata.uns[key]:
         raise ValueError(f"adata.uns has no {key!r} model entry: run rp.tl.vae(adata) first.")
@@ -115,15 +113,9 @@ def get_model(adata: ad.AnnData, key: str = "vae") -> Any:
     if model is not None:
         return model
     if entry.get("model_path"):
-        import json
+        from ..models.loading import load_model
 
-        from ..models.tile_gan import TileGAN
-
-        cls = {"BetaVAE": BetaVAE, "TileGAN": TileGAN}
-        kind = json.loads((Path(entry["model_path"]) / "config.json").read_text()).get("class")
-        if kind not in cls:
-            raise ValueError(f"{entry['model_path']} holds a {kind!r} model, which get_model cannot load.")
-        return cls[kind].load(entry["model_path"])
+        return load_model(entry["model_path"])
     raise ValueError(
         f"The model of adata.uns[{key!r}] is not in this session and was not saved: "
         "pass save_path= to rp.tl.vae to keep it across sessions."

@@ -1,0 +1,215 @@
+"""Diffusion speed: base-stage training (eager bf16 vs the tuned recipe) and full-cascade sampling.
+
+Issue targets (one H100): base-stage training ≥ 2× the straightforward eager bf16 run of the same
+network, with the fraction of the bf16 peak reported (the 137M-parameter reference
+UNet2DConditionModel at 64 px trains at 307 tiles/s, 12.6 % of peak); the full cascade at 256 px
+≥ 50 tiles/s. Weights are random: speed does not depend on them (sampler quality is measured on
+the trained HER2ST model, ``benchmarks/her2st.py``).
+
+Networks:
+
+``reference``
+    diffusers' ``UNet2DConditionModel`` in its default block layout (cross-attention at 64, 32 and
+    16 px), ``block_out_channels`` (128, 256, 512, 512), 77 × 768 text-like tokens: the issue's
+    reference network shape.
+``base``
+    rnapaint's default base stage (:data:`rnapaint.models.cascaded_diffusion.BASE_DEFAULTS`): the
+    same diffusers UNet fed 8 expression tokens.
+
+Recipes: ``eager`` = fp32 weights, bf16 autocast, AdamW (for-each), NCHW, batch 64; ``tuned`` =
+the same plus channels-last, fused AdamW, ``torch.compile`` and a larger batch.
+
+Usage::
+
+    python benchmarks/diffusion.py --device cuda --json OUT/diffusion.json
+    python benchmarks/diffusion.py --quick            # CPU smoke run, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import rnapaint as rp  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from rnapaint.models.cascaded_diffusion import BASE_DEFAULTS, SR_DEFAULTS
+from rnapaint.nn.diffusion_unet import ConditionalUNet
+
+BF16_PEAK = {"H100": 989.4e12, "H200": 989.4e12}  # dense bf16 tensor-core peak, FLOP/s (SXM)
+
+
+class Reference(torch.nn.Module):
+    """The reference shape: diffusers' default UNet2DConditionModel layout with 77 × 768 tokens."""
+
+    def __init__(self, size: int, channels=(128, 256, 512, 512)):
+        from diffusers import UNet2DConditionModel
+
+        super().__init__()
+        self.unet = UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3,
+                                         block_out_channels=channels, cross_attention_dim=768)
+
+    def forward(self, x, t, c, drop=None):
+        tokens = c[:, None, :].expand(-1, 77, -1)
+        return self.unet(x, t, encoder_hidden_states=tokens, return_dict=False)[0]
+
+
+def _peak(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
+
+
+def _step_flops(net, x, t, c) -> float:
+    """FLOPs of one forward + backward, counted by torch's FlopCounterMode (matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=x.device.type == "cuda"):
+            out = net(x, t, c)
+        F.mse_loss(out.float(), x).backward()
+    net.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def train_speed(make_net, size: int, cond_dim: int, batch: int, steps: int, device: torch.device,
+                tuned: bool) -> dict:
+    net = make_net().to(device)
+    mf = torch.channels_last if tuned else torch.contiguous_format
+    net = net.to(memory_format=mf)
+    fused = tuned and device.type == "cuda"
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=fused)
+    fwd = torch.compile(net) if tuned and device.type == "cuda" else net
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=mf)
+    c = torch.randn(batch, cond_dim, device=device)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    flops = _step_flops(net, x, t, c) / batch
+    amp = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with amp:
+            out = fwd(x, t, c)
+        loss = F.mse_loss(out.float(), x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    warm = 3 if device.type == "cpu" else 15  # compile happens in the first calls
+    t0 = time.perf_counter()
+    for _ in range(warm):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    peak = _peak(device)
+    res = {"batch": batch, "s_per_step": dt, "tiles_per_s": batch / dt, "gflop_per_tile": flops / 1e9,
+           "warmup_s": compile_s, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+           "fraction_of_bf16_peak": flops * batch / dt / peak if peak else None}
+    if device.type == "cuda":
+        res["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    return res
+
+
+def cascade_speed(size: int, base_size: int, n: int, batch: int, steps: int, sr_steps: int, device: torch.device,
+                  compile: bool, base: dict | None = None, sr: dict | None = None) -> dict:
+    """Tiles/s of the whole cascade (DPM-Solver++, guidance 2 → two network passes a step) from random weights."""
+    import numpy as np
+
+    from rnapaint.models.cascaded_diffusion import CascadedDiffusion
+
+    m = CascadedDiffusion.__new__(CascadedDiffusion)
+    m.config = {"condition": "vae", "rep": "X_vae", "genes": None, "image_size": size, "base_size": base_size,
+                "prediction": "v_prediction", "cond_drop": 0.1, "num_train_timesteps": 1000,
+                "beta_schedule": "squaredcos_cap_v2", "aug_max": 250, "condition_dim": 64,
+                "condition_mean": [0.0] * 64, "condition_std": [1.0] * 64,
+                "base": {**BASE_DEFAULTS, **(base or {})}, "sr": {**SR_DEFAULTS, **(sr or {})}}
+    m.vae, m.dataset = None, None
+    m._build()
+    m.is_trained = True
+    if device.type == "cuda":
+        for s in m.stages:  # channels-last for the convolutions; compile the denoisers
+            m.ema[s] = m.ema[s].to(memory_format=torch.channels_last)
+            if compile:
+                m.ema[s] = torch.compile(m.ema[s])
+    cond = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
+    m.generate(cond[:batch], n_per_obs=1, batch_size=batch, steps=2, sr_steps=2, device=str(device),
+               progress_bar=False)  # warm-up (and compilation)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    m.generate(cond, n_per_obs=1, batch_size=batch, steps=steps, sr_steps=sr_steps, device=str(device),
+               progress_bar=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"tiles": n, "batch": batch, "steps": steps, "sr_steps": sr_steps, "image_size": size,
+            "base_size": base_size, "tiles_per_s": n / dt,
+            "params_m": {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per configuration")
+    p.add_argument("--batch", type=int, default=64, help="eager batch")
+    p.add_argument("--tuned-batch", type=int, default=256)
+    p.add_argument("--cascade-tiles", type=int, default=512)
+    p.add_argument("--cascade-batch", type=int, default=128)
+    p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (a smoke run)")
+    p.add_argument("--json")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    if args.quick:
+        size, steps, batches = 16, 2, (4, 8)
+        ref = lambda: Reference(size, channels=(32, 32, 64, 64))  # noqa: E731
+        small = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "token_dim": 64,
+                 "hidden": 64}
+        base = lambda: ConditionalUNet(size, 64, **{**BASE_DEFAULTS, **small})  # noqa: E731
+    else:
+        size, steps, batches = 64, args.steps, (args.batch, args.tuned_batch)
+        ref = lambda: Reference(size)  # noqa: E731
+        base = lambda: ConditionalUNet(size, 64, **BASE_DEFAULTS)  # noqa: E731
+        small = None
+    for name, make, cond_dim in (("reference", ref, 768), ("base", base, 64)):
+        for recipe, batch in (("eager", batches[0]), ("tuned", batches[1])):
+            r = train_speed(make, size, cond_dim, batch, steps, device, tuned=recipe == "tuned")
+            results[f"train_{name}_{recipe}"] = r
+            frac = f", {100 * r['fraction_of_bf16_peak']:.1f} % of bf16 peak" if r["fraction_of_bf16_peak"] else ""
+            print(f"train {name:9s} {recipe:5s} batch {batch:4d}: {r['tiles_per_s']:8.1f} tiles/s "
+                  f"({r['params_m']:.0f}M params, {r['gflop_per_tile']:.1f} GFLOP/tile{frac})", flush=True)
+        e, t = results[f"train_{name}_eager"], results[f"train_{name}_tuned"]
+        results[f"speedup_{name}"] = t["tiles_per_s"] / e["tiles_per_s"]
+        print(f"  speed-up {name}: {results[f'speedup_{name}']:.2f}×", flush=True)
+    if args.quick:
+        r = cascade_speed(32, 16, 8, 4, 2, 2, device, compile=False, base=small, sr=small)
+    else:
+        r = cascade_speed(256, 64, args.cascade_tiles, args.cascade_batch, 25, 25, device, compile=True)
+    results["cascade"] = r
+    print(f"cascade {r['base_size']}→{r['image_size']} px, DPM-Solver++ {r['steps']}+{r['sr_steps']} steps, "
+          f"guidance on: {r['tiles_per_s']:.1f} tiles/s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Expression-conditioned UNet for pixel-space diffusion: a diffusers ``UNet2DConditionModel`` fed
+cross-attention tokens and a timestep-embedding offset made from the expression condition.
+
+diffusers is imported when a network is built, not when :mod:`rnapaint.nn` is imported (it takes
+seconds), so the rest of the package stays quick to import without the ``diffusion`` extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+AUG_EMBED_DIM = 64  # sinusoidal embedding of the super-resolution stage's noise-augmentation level
+
+
+class ConditionEncoder(nn.Module):
+    """Condition vector → cross-attention tokens and a pooled vector, with a learned null condition.
+
+    Parameters
+    ----------
+    in_dim
+        Size ``d`` of the condition (β-VAE latent, or the z-scored genes for a learned encoder).
+    n_tokens, token_dim
+        Shape of the token sequence the UNet cross-attends to.
+    hidden
+        Width of the MLP, and size of the pooled vector added to the timestep embedding.
+
+    ``forward(c, drop)`` takes ``c`` ``(n, d)`` and an optional boolean ``drop`` ``(n,)``: dropped
+    rows use the learned null condition instead (classifier-free guidance trains on both). Returns
+    tokens ``(n, n_tokens, token_dim)`` and the pooled vector ``(n, hidden)``.
+    """
+
+    def __init__(self, in_dim: int, n_tokens: int = 8, token_dim: int = 256, hidden: int = 512):
+        super().__init__()
+        self.n_tokens, self.token_dim = n_tokens, token_dim
+        self.null = nn.Parameter(torch.zeros(in_dim))
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.to_tokens = nn.Linear(hidden, n_tokens * token_dim)
+        self.norm = nn.LayerNorm(token_dim)
+
+    def forward(self, c: torch.Tensor, drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if drop is not None:
+            c = torch.where(drop[:, None], self.null.to(c.dtype).expand_as(c), c)
+        h = self.mlp(c)
+        tokens = self.norm(self.to_tokens(h).view(len(c), self.n_tokens, self.token_dim))
+        return tokens, h
+
+
+class ConditionalUNet(nn.Module):
+    """A diffusion denoiser conditioned on expression: cross-attention tokens + timestep-embedding offset.
+
+    Parameters
+    ----------
+    image_size
+        Side of the (square) images it denoises.
+    condition_dim
+        Size of the condition vector.
+    channels
+        ``block_out_channels`` of the UNet, one per resolution level.
+    attention
+        Per level, whether the blocks cross-attend to the condition tokens (the middle block always
+        does).
+    layers_per_block
+        ResNet layers per level.
+    low_res
+        Super-resolution stage: the input is the noisy image concatenated with the upsampled
+        low-resolution image (6 channels), and the low-resolution image's noise-augmentation level
+        is embedded beside the condition.
+    n_tokens, token_dim, hidden
+        :class:`ConditionEncoder` settings.
+    head_dim
+        Attention head size.
+
+    ``forward(x, t, c, drop=None, low_res=None, aug_t=None)`` → the network output ``(n, 3, H, W)``
+    (ε or v): ``x`` ``(n, 3, H, W)``, ``t`` ``(n,)`` timesteps, ``c`` ``(n, condition_dim)``,
+    ``drop`` ``(n,)`` bool, and for the super-resolution stage ``low_res`` ``(n, 3, H, W)`` and
+    ``aug_t`` ``(n,)``.
+    """
+
+    def __init__(self, image_size: int, condition_dim: int, channels: Sequence[int] = (128, 256, 256, 512),
+                 attention: Sequence[bool] = (False, True, True, True), layers_per_block: int = 2,
+                 low_res: bool = False, n_tokens: int = 8, token_dim: int = 256, hidden: int = 512,
+                 head_dim: int = 32):
+        from diffusers import UNet2DConditionModel
+
+        super().__init__()
+        channels, attention = tuple(int(c) for c in channels), tuple(bool(a) for a in attention)
+        if len(channels) != len(attention):
+            raise ValueError(f"channels and attention need one entry per level, got {channels} and {attention}.")
+        if image_size % 2 ** (len(channels) - 1):
+            raise ValueError(f"image_size {image_size} is not divisible by 2^{len(channels) - 1} "
+                             f"({len(channels)} levels).")
+        groups = min(32, channels[0])
+        if any(c % groups for c in channels):
+            raise ValueError(f"every channel count must be a multiple of {groups} (GroupNorm groups).")
+        self.low_res = bool(low_res)
+        self.cond = ConditionEncoder(condition_dim, n_tokens, token_dim, hidden)
+        self.unet = UNet2DConditionModel(
+            sample_size=image_size, in_channels=6 if low_res else 3, out_channels=3,
+            down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+            block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=groups,
+            cross_attention_dim=token_dim, attention_head_dim=head_dim, class_embed_type="projection",
+            projection_class_embeddings_input_dim=hidden + (AUG_EMBED_DIM if low_res else 0),
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, drop: torch.Tensor | None = None,
+                low_res: torch.Tensor | None = None, aug_t: torch.Tensor | None = None) -> torch.Tensor:
+        from diffusers.models.embeddings import get_timestep_embedding
+
+        tokens, pooled = self.cond(c, drop)
+        if self.low_res:
+            if low_res is None or aug_t is None:
+                raise ValueError("The super-resolution stage needs low_res and aug_t.")
+            x = torch.cat([x, low_res.to(x.dtype)], 1)
+            aug = get_timestep_embedding(aug_t, AUG_EMBED_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
+            pooled = torch.cat([pooled, aug.to(pooled.dtype)], 1)
+        return self.unet(x, t, encoder_hidden_states=tokens, class_labels=pooled, return_dict=False)[0]
