@@ -3,12 +3,14 @@
 # lightning and torchmetrics but not anndata, zarr, openslide or scikit-image.
 #
 # Here (with network):  ../shared/tools/gpu-wheels.sh scikit-image networkx imageio tifffile lazy-loader
-#                       python benchmarks/her2st_gan.py prepare --dir .gpu_data
+#                       python benchmarks/her2st.py prepare --dir .gpu_data
 #                       cp ../shared/data/wsi/CMU-1-Small-Region.svs .gpu_data/
 # There, from the repository root, with .whl/ and .gpu_data/ copied beside the code:
 #   benchmarks/gpu.sh bench OUT       # benchmarks/gan.py, vae.py, tiles.py
 #   benchmarks/gpu.sh rnagan OUT      # HER2ST RNA-GAN, 8 minutes of training, tiles for C5 and C1
 #   benchmarks/gpu.sh gan OUT         # the noise-only GAN, the same 8 minutes
+#   benchmarks/gpu.sh cdm OUT         # RNA-CDM (cascaded diffusion), the same 8 minutes (+ enrich step here first)
+#   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training, full cascade at 256 px
 set -euo pipefail
 what=$1
 out=${2:-benchmarks/out/gpu}
@@ -26,8 +28,15 @@ case $what in
       --workers 1 4 8 15 --json "$out/tiles.json" 2>&1 | tail -12 || true
     ;;
   rnagan|gan)
-    python3 benchmarks/her2st_gan.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
+    python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
       --minutes "${MINUTES:-8}" --out "$out"
+    ;;
+  cdm)
+    python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method cdm --batch-size 128 \
+      --minutes "${MINUTES:-8}" --out "$out" 2>&1 | grep -v Warning
+    ;;
+  diffusion)
+    python3 benchmarks/diffusion.py --json "$out/diffusion.json" 2>&1 | grep -v Warning
     ;;
   *) echo "unknown: $what" >&2; exit 2 ;;
 esac

@@ -17,12 +17,12 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int = 0) -> str:
-    """TCGA → β-VAE, and toy expression → RNA-GAN / GAN tiles; figures and a summary in ``out``.
+    """TCGA → β-VAE, and toy expression → RNA-GAN / GAN / diffusion tiles; figures and a summary in ``out``.
 
     Writes ``history.png``, ``latent_umap.png`` (real / reconstructed / synthetic by cohort),
     ``shift_umap.png`` (held-out normals shifted toward tumour), ``toy_gan_tiles.png``,
-    ``toy_gan_response.png``, ``summary.json`` and ``summary.txt``. Every number in the summary is
-    measured in this run.
+    ``toy_gan_response.png``, ``toy_cdm_tiles.png``, ``toy_cdm_response.png``, ``summary.json`` and
+    ``summary.txt``. Every number in the summary is measured in this run.
 
     Returns
     -------
@@ -87,6 +87,9 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
     from .demo_toy_gan import run_toy_gan
 
     gan_numbers, gan_lines = run_toy_gan(out, quick=quick, seed=seed)
+    from .demo_toy_cdm import run_toy_cdm
+
+    cdm_numbers, cdm_lines = run_toy_cdm(out, quick=quick, seed=seed)
     summary = {
         "data": "TCGA tumour/normal, 9 cohorts",
         "n_samples": int(adata.n_obs),
@@ -100,6 +103,7 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
         "shift_normal_to_tumour_classified_tumour": round(shift_hits / max(1, shift_n), 4),
         "shift_n": shift_n,
         **gan_numbers,
+        **cdm_numbers,
         "seconds": round(time.time() - t0, 1),
     }
     _write_text(out / "summary.json", json.dumps(summary, indent=1))
@@ -117,6 +121,7 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
         f"{summary['shift_normal_to_tumour_classified_tumour']:.3f} of {shift_n}",
         f"figures: {out}/history.png, latent_umap.png, shift_umap.png",
         *gan_lines,
+        *cdm_lines,
         f"({summary['seconds']} s)",
     ]
     text = "\n".join(lines)

@@ -1,17 +1,23 @@
-"""RNA-GAN against the noise-only GAN on HER2ST at GPU size: train on C2–C4, hold out C5, equal GPU time.
+"""RNA-GAN, the noise-only GAN and RNA-CDM on HER2ST at GPU size: train on C2–C4, hold out C5, equal GPU time.
 
-Three steps, because the GPU server has no scanpy and only small files come back from it:
+Four steps, because the GPU server has no scanpy and only small files come back from it:
 
 ``prepare`` (here, on the CPU)
     Counts → normalise → log → the 2,000 most variable genes of the training spots → z-score →
     β-VAE (hidden 512/256, latent 64); 224-px spot patches (≈ 154 µm) resized to ``--size``. Writes
     ``DIR/her2st_pairs.npz`` (tiles, latents, spot table: what the GPU run needs, ~25 MB) and
     ``DIR/her2st_expression.h5ad`` (z-scored expression, for the evaluation).
+``enrich`` (here)
+    The immune-enrichment profiles of RNA-CDM's experiment: each spot's z-scored profile plus the
+    mean profile of the immune-rich training spots (top decile of stereoscope B + T + myeloid +
+    plasma cells), encoded with the same β-VAE. Writes ``DIR/her2st_immune.npz`` (latents, tiny).
 ``train`` (on the GPU)
-    One method for ``--minutes`` of training, then tiles from the EMA generator for the held-out C5
-    spots (``--per-spot`` each) and one for every C1 spot (no image: virtual H&E). Writes
-    ``OUT/<method>.json`` (steps, throughput, losses) and ``OUT/<method>_tiles_<i>.npz`` chunks
-    under 16 MiB.
+    One method for ``--minutes`` of training, then tiles from the EMA weights for the held-out C5
+    spots (``--per-spot`` each; GANs also one for every C1 spot: no image, virtual H&E). Writes
+    ``OUT/<method>.json`` (steps, throughput, losses) and ``OUT/<method>_c5_<i>.npz`` chunks under
+    16 MiB. RNA-CDM (``--method cdm``, base 64 px → 128 px, the minutes split between the stages)
+    also writes ``OUT/cdm_extra_<i>.npz``: 250-step DDIM against 25-step DPM-Solver++, guidance
+    scales 0 / 1 / 4, and plain against immune-enriched profiles with the same noise.
 ``evaluate`` (here)
     Real C5 patches, RNA-GAN, GAN, and the nearest-neighbour baseline through ``rp.tl.evaluate``:
     KID/FID (Inception and rnapaint's tile encoder), condition fidelity (expression clusters),
@@ -19,9 +25,10 @@ Three steps, because the GPU server has no scanpy and only small files come back
 
 Usage::
 
-    python benchmarks/her2st_gan.py prepare --data ../shared/data --dir .gpu_data
-    python benchmarks/her2st_gan.py train --pairs .gpu_data/her2st_pairs.npz --method rnagan --minutes 8 --out $OUT
-    python benchmarks/her2st_gan.py evaluate --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --out benchmarks/out/her2st
+    python benchmarks/her2st.py prepare --data ../shared/data --dir .gpu_data
+    python benchmarks/her2st.py enrich --dir .gpu_data
+    python benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method rnagan --minutes 8 --out $OUT
+    python benchmarks/her2st.py evaluate --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --out benchmarks/out/her2st
 """
 
 from __future__ import annotations
@@ -93,6 +100,30 @@ def prepare(args) -> None:
           f"{args.size} px; train {is_train.sum()} spots")
 
 
+IMMUNE = ["B-cells", "T-cells", "Myeloid", "Plasma Cells"]
+
+
+def enrich(args) -> None:
+    import anndata as ad
+
+    d = Path(args.dir)
+    adata = ad.read_h5ad(d / "her2st_expression.h5ad")
+    vae = rp.models.BetaVAE.load(d / "vae")
+    props = adata.obsm["cell_type_proportions"]
+    immune = props[IMMUNE].sum(1).to_numpy()
+    train = (adata.obs["section"].isin(TRAIN_SECTIONS) & np.isfinite(immune)).to_numpy()
+    rich = train & (immune >= np.nanquantile(immune[train], 0.9))
+    x = np.asarray(adata.X, np.float32)
+    shifted = adata.copy()
+    shifted.X = x + args.strength * x[rich].mean(0, keepdims=True)  # z-scores: the rich spots' deviation
+    z = vae.get_latent(shifted)
+    np.savez(d / "her2st_immune.npz", obs_names=adata.obs_names.to_numpy(str), X_vae_immune=z.astype(np.float32),
+             immune=immune.astype(np.float32))
+    print(f"immune-rich training spots: {rich.sum()} (immune proportion ≥ {immune[rich].min():.3f}); latent shift "
+          f"|Δz| = {np.linalg.norm(z - adata.obsm['X_vae'], axis=1).mean():.3f} (spread of X_vae "
+          f"{np.linalg.norm(adata.obsm['X_vae'] - adata.obsm['X_vae'].mean(0), axis=1).mean():.3f})")
+
+
 def _pairs(path: str):
     import anndata as ad
     import pandas as pd
@@ -125,6 +156,8 @@ def train(args) -> None:
     adata, tiles, has_image = _pairs(args.pairs)
     section = adata.obs["section"].to_numpy()
     units = adata.obs_names[np.isin(section, TRAIN_SECTIONS) & has_image]
+    if args.method == "cdm":
+        return train_cdm(args, adata, tiles, units, out)
     condition = "vae" if args.method == "rnagan" else None
     model = rp.models.TileGAN(adata, tiles, condition=condition, units=units, width=args.width,
                               latent_dim=adata.obsm["X_vae"].shape[1], upsample=args.upsample)
@@ -163,6 +196,101 @@ def train(args) -> None:
     _grid_png([tiles[pick, 0], gen_c5[np.searchsorted(c5, pick), 0]], out / f"{args.method}_grid.png")
     (out / f"{args.method}.json").write_text(json.dumps(record, indent=1, default=float))
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1, default=float))
+
+
+def _save_chunks(out: Path, prefix: str, arrays: dict[str, np.ndarray], names: np.ndarray) -> None:
+    """Tile sets ``(n, k, H, W, 3)`` over ``names``, in files under 16 MiB (what comes back from the GPU server)."""
+    per_file, part, size = [], 0, 0
+    for key, a in arrays.items():
+        if per_file and size + a.nbytes > 14 * 2**20:
+            np.savez(out / f"{prefix}_{part}.npz", obs_names=names, **dict(per_file))
+            per_file, part, size = [], part + 1, 0
+        per_file.append((key, a))
+        size += a.nbytes
+    np.savez(out / f"{prefix}_{part}.npz", obs_names=names, **dict(per_file))
+
+
+def train_cdm(args, adata, tiles, units, out: Path) -> None:
+    import torch
+
+    section = adata.obs["section"].to_numpy()
+    nets = {}
+    if args.tiny:  # a CPU smoke run of this script: small networks, 8 spots, 2 sampling steps
+        small = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "token_dim": 64,
+                 "hidden": 64}
+        nets = {"base": small, "sr": {**small, "attention": [False, False]}}
+        keep = np.r_[np.flatnonzero(np.isin(section, TRAIN_SECTIONS))[:16], np.flatnonzero(section == "C5")[:8]]
+        adata, tiles, section = adata[keep].copy(), tiles[keep], section[keep]
+        units = units.intersection(adata.obs_names)
+    model = rp.models.CascadedDiffusion(adata, tiles, condition="vae", units=units, base_size=64, **nets)
+    print(model, flush=True)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    sr_batch = args.batch_size if args.tiny else 64
+    model.train(max_steps=10**9, max_time=args.minutes * 60, batch_size={"base": args.batch_size, "sr": sr_batch},
+                lr=args.lr, warmup_steps=200, ema_decay=0.999, num_workers=args.workers, progress_bar=False,
+                compile=args.compile, seed=0)
+    seconds = time.perf_counter() - t0
+    info = model.train_info
+    record = {
+        "method": "cdm", "minutes": args.minutes, "wall_s": seconds, "train_info": info,
+        "tiles_per_s": {s: v["steps"] * v["batch_size"] / v["seconds"] for s, v in info.items()},
+        "config": {k: v for k, v in model.config.items() if not k.startswith("condition_")},
+        "params_m": {s: sum(p.numel() for p in model.nets[s].parameters()) / 1e6 for s in model.stages},
+        "history_last": {s: {k: v[-1] for k, v in h.items() if v} for s, h in model.history.items()},
+        "history": model.history,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+    print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1, default=float), flush=True)
+    c5 = np.flatnonzero(section == "C5")
+    names = adata.obs_names.to_numpy(str)[c5]
+    sub = adata[c5]
+    gen = {"batch_size": 256, "progress_bar": False}
+    few = 2 if args.tiny else None
+    timings = {}
+
+    def timed(key, **kw):
+        t = time.perf_counter()
+        r = model.generate(sub, **{**gen, **kw, **({"steps": few} if few else {})})
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        timings[key] = {"seconds": time.perf_counter() - t, "tiles": int(r.shape[0] * r.shape[1]),
+                        **{k: v for k, v in kw.items() if k != "seed"}}
+        print(f"{key}: {timings[key]}", flush=True)
+        return r
+
+    main = timed("dpm25_w2", n_per_obs=args.per_spot, seed=1, sampler="dpm++", steps=25, guidance_scale=2.0)
+    _save_chunks(out, "cdm_c5", {"tiles": main}, names)
+    extra = {
+        "ddim250": timed("ddim250_w2", n_per_obs=1, seed=7, sampler="ddim", steps=250, guidance_scale=2.0),
+        "dpm25": timed("dpm25_w2_seed7", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=2.0),
+        "w0": timed("dpm25_w0", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=0.0),
+        "w1": timed("dpm25_w1", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=1.0),
+        "w4": timed("dpm25_w4", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=4.0),
+    }
+    immune_file = Path(args.pairs).with_name("her2st_immune.npz")
+    if immune_file.is_file():  # the enrichment experiment: same spots, same noise, immune signal added
+        imm = np.load(immune_file)
+        z = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
+        t = time.perf_counter()
+        extra["immune"] = model.generate(z, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25,
+                                         guidance_scale=2.0, **gen)
+        timings["immune"] = {"seconds": time.perf_counter() - t}
+    _save_chunks(out, "cdm_extra", extra, names)
+    record["generation"] = timings
+    record["generate_tiles_per_s"] = timings["dpm25_w2"]["tiles"] / timings["dpm25_w2"]["seconds"]
+    pick = np.random.default_rng(1).choice(len(c5), 8, replace=False)
+    _grid_png([tiles[c5[pick], 0], main[pick, 0]], out / "cdm_grid.png")
+    (out / "cdm.json").write_text(json.dumps(record, indent=1, default=float))
+
+
+def _positions(names: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of ``wanted`` in ``names`` (all present)."""
+    pos = {n: i for i, n in enumerate(names)}
+    return np.array([pos[w] for w in wanted])
 
 
 def evaluate(args) -> None:
@@ -235,14 +363,20 @@ def main() -> None:
     p.add_argument("--latent", type=int, default=64)
     p = sub.add_parser("train")
     p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
-    p.add_argument("--method", choices=["rnagan", "gan"], required=True)
+    p.add_argument("--method", choices=["rnagan", "gan", "cdm"], required=True)
     p.add_argument("--minutes", type=float, default=8.0)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--upsample", default="transpose")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--per-spot", type=int, default=4)
+    p.add_argument("--lr", type=float, default=3e-4, help="cdm only")
+    p.add_argument("--compile", action="store_true", help="cdm only: torch.compile the denoisers")
+    p.add_argument("--tiny", action="store_true", help="cdm only: a CPU smoke run of the script")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("enrich")
+    p.add_argument("--dir", default=".gpu_data")
+    p.add_argument("--strength", type=float, default=1.0)
     p = sub.add_parser("evaluate")
     p.add_argument("--dir", default=".gpu_data")
     p.add_argument("--runs", required=True, help="folder with the train step's outputs")
@@ -251,7 +385,7 @@ def main() -> None:
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--inception", action="store_true")
     args = ap.parse_args()
-    {"prepare": prepare, "train": train, "evaluate": evaluate}[args.cmd](args)
+    {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate}[args.cmd](args)
 
 
 if __name__ == "__main__":
