@@ -215,11 +215,12 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
 
     section = adata.obs["section"].to_numpy()
     nets = {}
-    if args.tiny:  # a CPU smoke run of this script: small networks, 8 spots, 2 sampling steps
-        small = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "token_dim": 64,
-                 "hidden": 64}
-        nets = {"base": small, "sr": {**small, "attention": [False, False]}}
-        keep = np.r_[np.flatnonzero(np.isin(section, TRAIN_SECTIONS))[:16], np.flatnonzero(section == "C5")[:8]]
+    if args.tiny:  # a CPU smoke run of this script: small networks, 12 C5 spots, 2 sampling steps
+        # Enough levels that the middle block's self-attention sees 16 × 16 tokens, not 64 × 64 (slow on CPUs).
+        small = {"channels": [32, 64, 64], "attention": [False, False, True], "layers_per_block": 1,
+                 "token_dim": 64, "hidden": 64}
+        nets = {"base": small, "sr": {**small, "channels": [32, 32, 64, 64], "attention": [False] * 4}}
+        keep = np.r_[np.flatnonzero(np.isin(section, TRAIN_SECTIONS))[:16], np.flatnonzero(section == "C5")[:12]]
         adata, tiles, section = adata[keep].copy(), tiles[keep], section[keep]
         units = units.intersection(adata.obs_names)
     model = rp.models.CascadedDiffusion(adata, tiles, condition="vae", units=units, base_size=64, **nets)
@@ -293,28 +294,100 @@ def _positions(names: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.array([pos[w] for w in wanted])
 
 
-def evaluate(args) -> None:
-    import anndata as ad
+LABELS = {"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)", "X_cdm": "RNA-CDM",
+          "X_cdm_ddim250": "RNA-CDM DDIM-250", "X_cdm_dpm25": "RNA-CDM DPM++-25",
+          "X_cdm_w0": "RNA-CDM w=0", "X_cdm_w1": "RNA-CDM w=1", "X_cdm_w4": "RNA-CDM w=4"}
+# Nuclei feature ↔ deconvolved cell type(s) whose proportion it should follow across spots.
+COMPOSITION = [("hematoxylin_fraction", ["Epithelial"]), ("mean_area", ["Epithelial"]),
+               ("density", ["Epithelial", *IMMUNE]), ("small_round_fraction", IMMUNE)]
+
+
+def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The train step's tile chunks into full-size ``obsm`` arrays (zeros where a spot has none).
+
+    Returns the ``obsm`` keys of the methods (``X_rnagan``, ``X_gan``, ``X_cdm``, and RNA-CDM's
+    sampler / guidance variants ``X_cdm_<variant>``) and the immune-enriched tiles by C5 spot name.
+    """
+    def full(tiles, names):
+        a = np.zeros((adata.n_obs, *tiles.shape[1:]), np.uint8)
+        a[adata.obs_names.get_indexer(names)] = tiles
+        return a
+
+    keys, immune = [], {}
+    for method in ("rnagan", "gan", "cdm"):
+        parts = [np.load(p) for p in sorted(runs.glob(f"{method}_c5_*.npz"))]
+        if parts:  # chunks split the spots
+            adata.obsm[f"X_{method}"] = full(np.concatenate([p["tiles"] for p in parts]),
+                                             np.concatenate([p["obs_names"] for p in parts]))
+            keys.append(f"X_{method}")
+    for part in sorted(runs.glob("cdm_extra_*.npz")):
+        d = np.load(part)
+        for variant in d.files:
+            if variant == "immune":
+                immune = {"names": d["obs_names"], "tiles": d["immune"]}
+            elif variant != "obs_names":
+                adata.obsm[f"X_cdm_{variant}"] = full(d[variant], d["obs_names"])
+                keys.append(f"X_cdm_{variant}")
+    return keys, immune
+
+
+def _composition(adata, report, keys, c5, mpp) -> dict:
+    """Per spot, nuclei features of each source's C5 tiles against the spot's deconvolved cell mix (ρ rows)."""
     import pandas as pd
     from scipy.stats import spearmanr
+
+    props = pd.DataFrame(adata.obsm["cell_type_proportions"], index=adata.obs_names).iloc[c5]
+    sources = [("real (held out)", adata.obsm["tiles"][c5, :1]), *[(LABELS.get(k, k), adata.obsm[k][c5]) for k in keys]]
+    per_source = {}
+    for label, t in sources:
+        nuc = rp.metrics.nuclei(t.reshape(-1, *t.shape[2:]), mpp=mpp, progress_bar=False)
+        per_spot = nuc.groupby(np.repeat(np.arange(len(c5)), t.shape[1]))[[f for f, _ in COMPOSITION]].mean()
+        per_source[label] = per_spot
+        for feat, cells in COMPOSITION:
+            rho = spearmanr(per_spot[feat], props[cells].sum(1).to_numpy(), nan_policy="omit")[0]
+            what = cells[0] if len(cells) == 1 else ("immune" if cells == IMMUNE else "epithelial + immune")
+            report.loc[len(report)] = [label, f"ρ({feat}, {what})", rho, np.nan, np.nan, 0.0]
+    return per_source
+
+
+def _enrichment(immune: dict, adata, c5, mpp, out: Path) -> dict:
+    """RNA-CDM's experiment: the same C5 spots and noise, plain against immune-enriched profiles."""
+    from scipy.stats import wilcoxon
+
+    names = adata.obs_names[c5]
+    plain = adata.obsm["X_cdm_dpm25"][adata.obs_names.get_indexer(immune["names"])]
+    enriched = immune["tiles"]
+    feats = ["density", "small_round_fraction", "hematoxylin_fraction", "mean_area"]
+    a = rp.metrics.nuclei(plain[:, 0], mpp=mpp, progress_bar=False)[feats].to_numpy()
+    b = rp.metrics.nuclei(enriched[:, 0], mpp=mpp, progress_bar=False)[feats].to_numpy()
+    result = {"n_spots": len(names)}
+    for j, f in enumerate(feats):
+        d = b[:, j] - a[:, j]
+        ok = np.isfinite(d)
+        result[f] = {"plain_mean": float(np.nanmean(a[:, j])), "enriched_mean": float(np.nanmean(b[:, j])),
+                     "mean_change": float(np.nanmean(d)), "fraction_increased": float(np.mean(d[ok] > 0)),
+                     "wilcoxon_p": float(wilcoxon(d[ok]).pvalue) if ok.sum() > 5 and np.any(d[ok]) else None}
+    (out / "enrichment.json").write_text(json.dumps(result, indent=1))
+    order = np.argsort(-np.nan_to_num(b[:, 1] - a[:, 1]))[:8]  # a fixed rule, shown whatever it gives
+    _grid_png([plain[order, 0], enriched[order, 0]], out / "enrichment_grid.png")
+    return result
+
+
+def evaluate(args) -> None:
+    import anndata as ad
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     adata = ad.read_h5ad(Path(args.dir) / "her2st_expression.h5ad")
     adata.obs["eval_split"] = np.where(adata.obs["section"].isin(TRAIN_SECTIONS), "train",
                                        np.where(adata.obs["section"] == "C5", "test", "none"))
-    runs = Path(args.runs)
-    keys = []
-    for method in ("rnagan", "gan"):
-        parts = sorted(runs.glob(f"{method}_c5_*.npz"))
-        if not parts:
-            continue
-        tiles = np.concatenate([np.load(p)["tiles"] for p in parts])
-        names = np.concatenate([np.load(p)["obs_names"] for p in parts])
-        full = np.zeros((adata.n_obs, *tiles.shape[1:]), np.uint8)
-        full[adata.obs_names.get_indexer(names)] = tiles
-        adata.obsm[f"X_{method}"] = full
-        keys.append(f"X_{method}")
+    keys, immune = _load_runs(Path(args.runs), adata)
+    c5 = np.flatnonzero((adata.obs["eval_split"] == "test").to_numpy())
+    if args.spots:  # a smoke run on the spots a tiny train step painted
+        made = np.flatnonzero(adata.obsm[keys[0]].reshape(adata.n_obs, -1).any(1))
+        c5 = np.intersect1d(c5, made)
+        adata.obs.loc[adata.obs_names[np.setdiff1d(np.flatnonzero(adata.obs["eval_split"] == "test"), c5)],
+                      "eval_split"] = "none"
     mpp = 224 * 0.686 / adata.obsm["tiles"].shape[2]  # 224-px patches at HER2ST's ~0.686 µm/px, resized
     encoder = rp.models.TileEncoder(stem="large")
     real = adata.obsm["tiles"]
@@ -325,32 +398,27 @@ def evaluate(args) -> None:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
     report = rp.tl.evaluate(adata, keys, label_key="cluster", split_key="eval_split", encoder=encoder,
                             inception=args.inception, mpp=mpp, n_boot=args.n_boot)
-    report["method"] = report["method"].replace({"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)"})
-    # Cell mix: do the nuclei of a spot's tiles follow its deconvolved cell types (stereoscope)?
-    props = adata.obsm.get("cell_type_proportions")
-    c5 = np.flatnonzero((adata.obs["eval_split"] == "test").to_numpy())
-    if props is not None:
-        props = pd.DataFrame(props, index=adata.obs_names)
-        for label, t in [("real (held out)", real[c5, :1]), *[(k, adata.obsm[k][c5]) for k in keys]]:
-            nuc = rp.metrics.nuclei(t.reshape(-1, *t.shape[2:]), mpp=mpp, progress_bar=False)
-            per_spot = nuc.groupby(np.repeat(np.arange(len(c5)), t.shape[1]))[["hematoxylin_fraction", "mean_area"]]
-            per_spot = per_spot.mean()
-            for feat, cell in (("hematoxylin_fraction", "Epithelial"), ("mean_area", "Epithelial")):
-                rho = spearmanr(per_spot[feat], props.iloc[c5][cell].to_numpy(), nan_policy="omit")[0]
-                name = {"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)"}.get(label, label)
-                report.loc[len(report)] = [name, f"ρ({feat}, {cell})", rho, np.nan, np.nan, 0.0]
+    report["method"] = report["method"].replace(LABELS)
+    if "cell_type_proportions" in adata.obsm:
+        _composition(adata, report, keys, c5, mpp)
     report.to_csv(out / "report.csv", index=False)
-    rp.pl.evaluation(report, title="HER2ST C5 (held out): RNA-GAN vs GAN, 8 H100-minutes each", show=False,
+    main_keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
+    rp.pl.evaluation(report[report["method"].isin(["real (held out)", "nearest neighbour",
+                                                   *[LABELS[k] for k in main_keys]])],
+                     title="HER2ST C5 (held out), equal H100 time per method", show=False,
                      save=out / "evaluation.png")
-    pick = np.random.default_rng(1).choice(c5, 8, replace=False)
+    pick = np.random.default_rng(1).choice(c5, min(8, len(c5)), replace=False)
     rows = [real[pick, 0]]
     d = ((adata.obsm["X_vae"][pick, None] - adata.obsm["X_vae"][None, train_rows]) ** 2).sum(-1)
     rows.append(real[train_rows[d.argmin(1)], 0])
-    rows += [adata.obsm[k][pick, 0] for k in keys]
+    rows += [adata.obsm[k][pick, 0] for k in main_keys]
     _grid_png(rows, out / "c5_grid.png")
     table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
     print(table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.round(3).to_string())
-    print(f"grid rows: real C5 / nearest neighbour / {' / '.join(keys)}; wrote {out}")
+    if immune and "X_cdm_dpm25" in adata.obsm:
+        print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, c5, mpp, out),
+                                                                         indent=1))
+    print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 
 
 def main() -> None:
@@ -384,6 +452,7 @@ def main() -> None:
     p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--inception", action="store_true")
+    p.add_argument("--spots", action="store_true", help="evaluate only the C5 spots the runs painted (smoke runs)")
     args = ap.parse_args()
     {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate}[args.cmd](args)
 

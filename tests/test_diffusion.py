@@ -36,6 +36,14 @@ def model(toy):
     return rp.tl.get_model(toy, "tile_cdm")
 
 
+def test_train_generator_records_each_stage_history(model, toy):
+    hist = toy.uns["tile_cdm"]["history"]
+    assert set(hist) == {"base", "sr"}
+    assert len(hist["base"]["train_loss"]) >= 1 and all(isinstance(v, float) for v in hist["base"]["train_loss"])
+    fig = rp.pl.history(toy, key="tile_cdm", show=False)
+    assert [ax.get_title() for ax in fig.axes] == ["base: loss", "sr: loss"]
+
+
 def _held_out(toy):
     return toy[toy.obs["split"] != "train"]
 
@@ -76,6 +84,8 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     assert isinstance(loaded, CascadedDiffusion) and loaded.stages == ("base", "sr")
     kw = {**GEN, "seed": 5, "sampler": "ddim"}
     np.testing.assert_array_equal(model.generate(test, **kw), loaded.generate(test, **kw))
+    with pytest.raises(ValueError, match="loaded from disk and has no training data"):
+        loaded.train(max_steps=1)
     # From expression alone (the β-VAE travels with the model) and through rp.tl.generate, by path.
     bare = test.copy()
     del bare.obsm["X_vae"]
@@ -83,6 +93,15 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
                    progress_bar=False)
     np.testing.assert_array_equal(bare.obsm["X_tiles"], model.generate(test, **kw))
     assert bare.uns["tiles_generation"]["sampler"] == "ddim"
+    # Streamed into a TileStore batch by batch (batches of 5 split units' draws): the same tiles.
+    rp.tl.generate(test, model, store=tmp_path / "cdm.zarr", n_per_obs=2, seed=5, batch_size=5, sampler="ddim",
+                   steps=10, progress_bar=False)
+    store = rp.data.TileStore.open(tmp_path / "cdm.zarr")
+    table = store.table
+    assert len(store) == 2 * test.n_obs and "X_tiles" not in test.obsm
+    expected = model.generate(test, n_per_obs=2, seed=5, batch_size=5, sampler="ddim", steps=10, progress_bar=False)
+    rows = test.obs_names.get_indexer(table["unit"])
+    np.testing.assert_array_equal(store[np.arange(len(store))], expected[rows, table["x"].to_numpy()])
     with pytest.raises(ValueError, match="NaN"):
         model.generate(np.full((2, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="shape"):

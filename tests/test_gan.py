@@ -80,6 +80,8 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
     m = models["rnagan"]
     m.save(tmp_path / "rnagan")
     loaded = TileGAN.load(tmp_path / "rnagan")
+    with pytest.raises(ValueError, match="loaded from disk and has no training data"):
+        loaded.train(max_steps=1)
     test = toy[toy.obs["split"] == "test"].copy()
     test.uns["tiles"] = {"store": "keep me"}  # what spot_tiles / tile_slides record
     rp.tl.generate(test, m, n_per_obs=2, seed=5)

@@ -94,3 +94,12 @@ def test_her2st_rnagan_tutorial(data_root):
     n_figures, result = _run("her2st_rnagan.py", data_root)
     assert n_figures >= 3, f"expected the history, the C5 grid and the C1 mosaic, got {n_figures}"
     assert result == {"c5_spots": 181, "c1_spots": 176, "steps": 100}
+
+
+@pytest.mark.slow
+def test_cascaded_diffusion_tutorial(tmp_path):
+    n_figures, result = _run("cascaded_diffusion.py", tmp_path)  # the toy set needs no data
+    assert n_figures >= 4, f"expected the history, two tile grids and the response figure, got {n_figures}"
+    assert result["rho_w2"] >= 0.5 > abs(result["rho_w0"])  # guidance makes the tiles follow the density program
+    assert result["enrich_gain"] > 0  # enriching with the dense group's profile adds nuclei
+    assert result["identical"] == 1

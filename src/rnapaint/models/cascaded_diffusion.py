@@ -25,6 +25,7 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
+from .generated_store import Sink
 
 STAGES = ("base", "sr")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
@@ -209,6 +210,9 @@ class CascadedDiffusion:
         """
         import time
 
+        if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
+            raise ValueError(f"This {type(self).__name__} was loaded from disk and has no training data: build "
+                             "a new one from adata and tiles to train (pass checkpoint_dir to resume a run).")
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
@@ -311,8 +315,8 @@ class CascadedDiffusion:
     def generate(self, adata: ad.AnnData | np.ndarray, n_per_obs: int = 4, seed: int = 0, batch_size: int = 64,
                  sampler: str = "dpm++", steps: int = 25, guidance_scale: float = 2.0, sr_steps: int | None = None,
                  sr_guidance_scale: float | None = None, sr_noise_level: int = 100, device: str | None = "auto",
-                 ema: bool = True, return_low_res: bool = False,
-                 progress_bar: bool = True) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                 ema: bool = True, return_low_res: bool = False, progress_bar: bool = True,
+                 sink: Sink | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
         """Paint ``n_per_obs`` tiles per observation through the cascade.
 
         Parameters
@@ -343,10 +347,17 @@ class CascadedDiffusion:
             Sample from the EMA weights (default) or the raw ones.
         return_low_res
             Also return the base stage's images.
+        progress_bar
+            Show a progress bar over batches.
+        sink
+            Called with ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))`` for every batch
+            instead of collecting the tiles in memory (e.g. a
+            :class:`~rnapaint.models.generated_store.GeneratedTileWriter`).
 
         Returns
         -------
-        ``(n_obs, n_per_obs, H, W, 3)`` uint8 (and the base images ``(n_obs, n_per_obs, b, b, 3)``).
+        ``(n_obs, n_per_obs, H, W, 3)`` uint8 (and the base images ``(n_obs, n_per_obs, b, b, 3)``),
+        or ``None`` with a ``sink``.
         """
         from tqdm.auto import tqdm
 
@@ -364,6 +375,8 @@ class CascadedDiffusion:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if steps < 1 or (sr_steps is not None and sr_steps < 1):
             raise ValueError("steps must be ≥ 1.")
+        if sink is not None and return_low_res:
+            raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device in ("auto", None) else device)
         nets = {s: (self.ema if ema else self.nets)[s].eval().to(dev) for s in self.stages}
@@ -371,7 +384,7 @@ class CascadedDiffusion:
         std = torch.tensor(c["condition_std"], device=dev)
         gen = torch.Generator().manual_seed(seed)
         n, size, b = len(cond), c["image_size"], c["base_size"]
-        out = np.empty((n, n_per_obs, size, size, 3), np.uint8)
+        out = None if sink else np.empty((n, n_per_obs, size, size, 3), np.uint8)
         low_out = np.empty((n, n_per_obs, b, b, 3), np.uint8) if return_low_res else None
         flat = np.repeat(np.arange(n), n_per_obs)
         on_gpu = dev.type == "cuda"
@@ -393,7 +406,10 @@ class CascadedDiffusion:
                                          guidance_scale if sr_guidance_scale is None else sr_guidance_scale, gen,
                                          dev, low_res=up, aug_t=aug_t)
                 idx = np.arange(i, i + len(rows))
-                out[idx // n_per_obs, idx % n_per_obs] = _to_uint8(x)
+                if sink is None:
+                    out[idx // n_per_obs, idx % n_per_obs] = _to_uint8(x)
+                else:
+                    sink(idx // n_per_obs, idx % n_per_obs, _to_uint8(x))
                 if low_out is not None:
                     low_out[idx // n_per_obs, idx % n_per_obs] = _to_uint8(low)
         finally:

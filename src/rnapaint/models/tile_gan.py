@@ -21,8 +21,8 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
-from ..io.tile_store import TileStore
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
+from .generated_store import Sink
 
 _PREFIXES = ("generator.", "critic.", "ema.")
 
@@ -171,6 +171,9 @@ class TileGAN:
         progress_bar
             Show Lightning's progress bar.
         """
+        if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
+            raise ValueError(f"This {type(self).__name__} was loaded from disk and has no training data: build "
+                             "a new one from adata and tiles to train (pass checkpoint_dir to resume a run).")
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
@@ -251,7 +254,7 @@ class TileGAN:
 
     @torch.no_grad()
     def generate(self, adata: ad.AnnData | np.ndarray, n_per_obs: int = 4, seed: int = 0, batch_size: int = 256,
-                 device: str | None = "auto", ema: bool = True) -> np.ndarray:
+                 device: str | None = "auto", ema: bool = True, sink: Sink | None = None) -> np.ndarray | None:
         """Paint ``n_per_obs`` tiles per observation.
 
         Parameters
@@ -268,10 +271,14 @@ class TileGAN:
             Generation batches; ``"auto"`` uses a GPU when there is one.
         ema
             Sample from the EMA generator (default) or the raw one.
+        sink
+            Called with ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))`` for every batch
+            instead of collecting the tiles in memory (e.g. a
+            :class:`~rnapaint.models.generated_store.GeneratedTileWriter`).
 
         Returns
         -------
-        ``(n_obs, n_per_obs, H, W, 3)`` uint8.
+        ``(n_obs, n_per_obs, H, W, 3)`` uint8, or ``None`` with a ``sink``.
         """
         cond = np.asarray(adata, np.float32) if isinstance(adata, np.ndarray) else self._conditions(adata)
         if not np.isfinite(cond).all():
@@ -284,7 +291,7 @@ class TileGAN:
         g = (self.ema if ema else self.generator).eval().to(dev)
         gen = torch.Generator().manual_seed(seed)
         n = len(cond)
-        out = np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
+        out = None if sink else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
         flat = np.repeat(np.arange(n), n_per_obs)
         for i in range(0, len(flat), batch_size):
             rows = flat[i : i + batch_size]
@@ -292,7 +299,10 @@ class TileGAN:
             img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
             img = img.permute(0, 2, 3, 1).cpu().numpy()
             idx = np.arange(i, i + len(rows))
-            out[idx // n_per_obs, idx % n_per_obs] = img
+            if sink is None:
+                out[idx // n_per_obs, idx % n_per_obs] = img
+            else:
+                sink(idx // n_per_obs, idx % n_per_obs, img)
         g.cpu()
         return out
 
@@ -381,22 +391,3 @@ def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _load_plain_state(module: torch.nn.Module, state: dict[str, Any]) -> None:
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()}, strict=True)
-
-
-def tiles_to_store(tiles: np.ndarray, units, store: str | os.PathLike, source: str = "generated",
-                   overwrite: bool = False) -> TileStore:
-    """Write generated tiles ``(n, k, H, W, 3)`` to a new TileStore, unit = obs name, x = draw index.
-
-    The rows are committed once, at the end: a killed run leaves an empty store, never a partial one.
-    """
-    import pandas as pd
-
-    n, k = tiles.shape[:2]
-    ts = TileStore.create(store, tiles.shape[2], overwrite=overwrite)
-    for i in range(0, n, max(1, 4096 // k)):
-        j = min(n, i + max(1, 4096 // k))
-        ts.append(tiles[i:j].reshape(-1, *tiles.shape[2:]),
-                  pd.DataFrame({"unit": np.repeat(np.asarray(units)[i:j], k), "slide": source,
-                                "x": np.tile(np.arange(k), j - i), "y": 0, "mpp": math.nan}),
-                  slide_done=source if j == n else None, commit=j == n)
-    return ts

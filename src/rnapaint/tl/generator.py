@@ -85,7 +85,9 @@ def train_generator(
     key = key_added or f"tile_{method}"
     adata.uns[key] = {
         "params": {**{k: v for k, v in model.config.items() if v is not None}, "method": method},
-        "history": {k: list(v) for k, v in model.history.items()},
+        # CascadedDiffusion's history is per stage (stage → name → values), TileGAN's is flat.
+        "history": {k: ({n: list(c) for n, c in v.items()} if isinstance(v, dict) else list(v))
+                    for k, v in model.history.items()},
         "train_info": dict(model.train_info),
         "model_uid": _registry.register(model),
         "model_path": str(save_path) if save_path is not None else None,
@@ -139,8 +141,8 @@ def generate(
     ``None`` or the copy; ``uns['{key}_generation']`` (``key`` = ``key_added`` without ``X_``) records
     the settings.
     """
+    from ..models.generated_store import GeneratedTileWriter
     from ..models.loading import load_model
-    from ..models.tile_gan import tiles_to_store
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -148,18 +150,23 @@ def generate(
         raise ValueError(f"model must be a TileGAN or CascadedDiffusion, got {type(model).__name__}.")
     if not model.is_trained:
         raise ValueError("model is not trained.")
-    tiles = model.generate(adata, n_per_obs=n_per_obs, seed=seed, batch_size=batch_size, **generate_kwargs)
-    adata = adata.copy() if copy else adata
-    where = f"adata.obsm[{key_added!r}]"
-    if store is not None:
-        tiles_to_store(tiles, adata.obs_names, store, overwrite=overwrite)
+    kw = {"n_per_obs": n_per_obs, "seed": seed, "batch_size": batch_size, **generate_kwargs}
+    size = int(model.config["image_size"])
+    if store is not None:  # streamed batch by batch; committed only when every tile is written
+        writer = GeneratedTileWriter(store, size, adata.obs_names, overwrite=overwrite)
+        model.generate(adata, sink=writer, **kw)
+        writer.commit()
         where = f"TileStore {Path(store)}"
     else:
+        tiles = model.generate(adata, **kw)
+        where = f"adata.obsm[{key_added!r}]"
+    adata = adata.copy() if copy else adata
+    if store is None:
         adata.obsm[key_added] = tiles
     adata.uns[f"{key_added.removeprefix('X_')}_generation"] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
                                                 "store": str(store) if store is not None else None,
                                                 "model": repr(model),
                                                 **{k: v for k, v in generate_kwargs.items()
                                                    if isinstance(v, (int, float, str))}}
-    logger.info(f"Generated {tiles.shape[0]} × {n_per_obs} tiles of {tiles.shape[2]}px into {where}")
+    logger.info(f"Generated {adata.n_obs} × {n_per_obs} tiles of {size}px into {where}")
     return adata if copy else None
