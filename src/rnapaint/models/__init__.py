@@ -2,8 +2,9 @@
 
 from .beta_vae import BetaVAE
 from .cascaded_diffusion import CascadedDiffusion
+from .generated_store import GeneratedTileWriter
 from .loading import load_model
 from .tile_encoder import TileEncoder
 from .tile_gan import TileGAN
 
-__all__ = ["BetaVAE", "CascadedDiffusion", "TileEncoder", "TileGAN", "load_model"]
+__all__ = ["BetaVAE", "CascadedDiffusion", "GeneratedTileWriter", "TileEncoder", "TileGAN", "load_model"]

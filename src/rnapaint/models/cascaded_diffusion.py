@@ -352,7 +352,7 @@ class CascadedDiffusion:
         sink
             Called with ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))`` for every batch
             instead of collecting the tiles in memory (e.g. a
-            :class:`~rnapaint.models.generated_store.GeneratedTileWriter`).
+            :class:`~rnapaint.models.GeneratedTileWriter`).
 
         Returns
         -------
