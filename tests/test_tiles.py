@@ -283,7 +283,10 @@ def test_spots_outside_the_image_are_flagged(her2st_c, tmp_path):
     np.testing.assert_allclose(s.table["mpp"], mpp * 4, rtol=1e-6)  # 224 source pixels in 56
     with pytest.raises(FileExistsError):
         rp.pp.spot_tiles(a, size=224, store=tmp_path / "spots.zarr", progress_bar=False)
+    b = rp.pp.spot_tiles(a, size=64, progress_bar=False, copy=True)  # copy=True leaves `a` as it was
+    assert "tiles" not in a.obsm and b.obsm["tiles"].shape == (a.n_obs, 1, 64, 64, 3)
     rp.pp.spot_tiles(a, size=64, progress_bar=False)  # in memory: flagged spots keep a black row...
+    np.testing.assert_array_equal(a.obsm["tiles"], b.obsm["tiles"])
     pairs = rp.data.PairedTiles(a.obsm["tiles"], a)
     assert len(pairs) == a.n_obs - 3 and not set(pairs.obs_rows) & {0, 1, 2}  # ...that is never trained on
     no_img = a.copy()

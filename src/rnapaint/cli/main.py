@@ -33,7 +33,7 @@ def demo(
     quick: bool = typer.Option(False, help="A tiny setting that runs in well under a minute."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
-    """TCGA → β-VAE (UMAP, synthetic profiles, tumour shifts); toy expression → RNA-GAN vs GAN tiles."""
+    """TCGA → β-VAE (UMAP, synthetic profiles, tumour shifts); toy expression → RNA-GAN, GAN and RNA-CDM tiles."""
     from .demo import run_demo
 
     summary = run_demo(out=out, root=data, quick=quick, seed=seed)

@@ -74,7 +74,8 @@ def spot_tiles(
     out_size: int | None = None,
     overwrite: bool = False,
     progress_bar: bool = True,
-) -> None:
+    copy: bool = False,
+) -> ad.AnnData | None:
     """Cut a ``size × size`` patch centred on every spot from the tissue image.
 
     The image is found as scanpy/squidpy keep it: ``adata.uns['spatial'][library_id]`` with
@@ -106,13 +107,16 @@ def spot_tiles(
         Replace an existing ``store`` (otherwise a FileExistsError).
     progress_bar
         Show a progress bar over libraries.
+    copy
+        Return a copy with the patches instead of adding them to ``adata``.
 
     Returns
     -------
-    ``None``.
+    ``None``, or the copy when ``copy=True``.
     """
     from tqdm.auto import tqdm
 
+    adata = adata.copy() if copy else adata
     if "spatial" not in adata.uns or not adata.uns["spatial"]:
         raise ValueError("adata.uns['spatial'] holds no image: load one (e.g. rp.datasets.her2st(images=True)).")
     if spatial_key not in adata.obsm:
@@ -153,3 +157,4 @@ def spot_tiles(
     where = f"store {store}" if store is not None else f"adata.obsm[{key_added!r}]"
     logger.info(f"{adata.n_obs - outside.sum()} spot patches of {size}px to {where}; {outside.sum()} spots "
                 f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image).")
+    return adata if copy else None
