@@ -18,6 +18,10 @@ AUG_EMBED_DIM = 64  # sinusoidal embedding of the super-resolution stage's noise
 class ConditionEncoder(nn.Module):
     """Condition vector → cross-attention tokens and a pooled vector, with a learned null condition.
 
+    ``forward(c, drop)`` takes ``c`` ``(n, d)`` and an optional boolean ``drop`` ``(n,)``: dropped
+    rows use the learned null condition instead (classifier-free guidance trains on both). Returns
+    tokens ``(n, n_tokens, token_dim)`` and the pooled vector ``(n, hidden)``.
+
     Parameters
     ----------
     in_dim
@@ -26,10 +30,6 @@ class ConditionEncoder(nn.Module):
         Shape of the token sequence the UNet cross-attends to.
     hidden
         Width of the MLP, and size of the pooled vector added to the timestep embedding.
-
-    ``forward(c, drop)`` takes ``c`` ``(n, d)`` and an optional boolean ``drop`` ``(n,)``: dropped
-    rows use the learned null condition instead (classifier-free guidance trains on both). Returns
-    tokens ``(n, n_tokens, token_dim)`` and the pooled vector ``(n, hidden)``.
     """
 
     def __init__(self, in_dim: int, n_tokens: int = 8, token_dim: int = 256, hidden: int = 512):
@@ -50,6 +50,11 @@ class ConditionEncoder(nn.Module):
 
 class ConditionalUNet(nn.Module):
     """A diffusion denoiser conditioned on expression: cross-attention tokens + timestep-embedding offset.
+
+    ``forward(x, t, c, drop=None, low_res=None, aug_t=None)`` → the network output ``(n, 3, H, W)``
+    (ε or v): ``x`` ``(n, 3, H, W)``, ``t`` ``(n,)`` timesteps, ``c`` ``(n, condition_dim)``,
+    ``drop`` ``(n,)`` bool, and for the super-resolution stage ``low_res`` ``(n, 3, H, W)`` and
+    ``aug_t`` ``(n,)``.
 
     Parameters
     ----------
@@ -72,11 +77,6 @@ class ConditionalUNet(nn.Module):
         :class:`ConditionEncoder` settings.
     head_dim
         Attention head size.
-
-    ``forward(x, t, c, drop=None, low_res=None, aug_t=None)`` → the network output ``(n, 3, H, W)``
-    (ε or v): ``x`` ``(n, 3, H, W)``, ``t`` ``(n,)`` timesteps, ``c`` ``(n, condition_dim)``,
-    ``drop`` ``(n,)`` bool, and for the super-resolution stage ``low_res`` ``(n, 3, H, W)`` and
-    ``aug_t`` ``(n,)``.
     """
 
     def __init__(self, image_size: int, condition_dim: int, channels: Sequence[int] = (128, 256, 256, 512),
