@@ -396,7 +396,13 @@ def evaluate(args) -> None:
     encoder.fit(real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=0)
     print(f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
-    report = rp.tl.evaluate(adata, keys, label_key="cluster", split_key="eval_split", encoder=encoder,
+    if args.label == "epithelial":
+        # Labels shared by all sections (HER2ST's clusters were made per section): the spot's stereoscope
+        # epithelial share in terciles, cut at the training spots' quantiles — tumour nests vs stroma.
+        epi = adata.obsm["cell_type_proportions"]["Epithelial"].to_numpy()
+        cuts = np.nanquantile(epi[train_rows], [1 / 3, 2 / 3])
+        adata.obs["epithelial"] = np.array(["low", "mid", "high"])[np.searchsorted(cuts, epi)]
+    report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
                             inception=args.inception, mpp=mpp, n_boot=args.n_boot)
     report["method"] = report["method"].replace(LABELS)
     if "cell_type_proportions" in adata.obsm:
@@ -452,6 +458,8 @@ def main() -> None:
     p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--inception", action="store_true")
+    p.add_argument("--label", choices=["cluster", "epithelial"], default="cluster",
+                   help="condition-fidelity labels: HER2ST clusters, or terciles of the epithelial share")
     p.add_argument("--spots", action="store_true", help="evaluate only the C5 spots the runs painted (smoke runs)")
     args = ap.parse_args()
     {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate}[args.cmd](args)
