@@ -309,8 +309,11 @@ def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
     sampler / guidance variants ``X_cdm_<variant>``) and the immune-enriched tiles by C5 spot name.
     """
     def full(tiles, names):
+        idx = adata.obs_names.get_indexer(names)
+        if (idx < 0).any():
+            raise ValueError(f"{runs}: {int((idx < 0).sum())} spots are not in the expression table.")
         a = np.zeros((adata.n_obs, *tiles.shape[1:]), np.uint8)
-        a[adata.obs_names.get_indexer(names)] = tiles
+        a[idx] = tiles
         return a
 
     keys, immune = [], {}
@@ -350,17 +353,16 @@ def _composition(adata, report, keys, c5, mpp) -> dict:
     return per_source
 
 
-def _enrichment(immune: dict, adata, c5, mpp, out: Path) -> dict:
+def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
     """RNA-CDM's experiment: the same C5 spots and noise, plain against immune-enriched profiles."""
     from scipy.stats import wilcoxon
 
-    names = adata.obs_names[c5]
     plain = adata.obsm["X_cdm_dpm25"][adata.obs_names.get_indexer(immune["names"])]
     enriched = immune["tiles"]
     feats = ["density", "small_round_fraction", "hematoxylin_fraction", "mean_area"]
     a = rp.metrics.nuclei(plain[:, 0], mpp=mpp, progress_bar=False)[feats].to_numpy()
     b = rp.metrics.nuclei(enriched[:, 0], mpp=mpp, progress_bar=False)[feats].to_numpy()
-    result = {"n_spots": len(names)}
+    result = {"n_spots": len(immune["names"])}
     for j, f in enumerate(feats):
         d = b[:, j] - a[:, j]
         ok = np.isfinite(d)
@@ -368,7 +370,7 @@ def _enrichment(immune: dict, adata, c5, mpp, out: Path) -> dict:
                      "mean_change": float(np.nanmean(d)), "fraction_increased": float(np.mean(d[ok] > 0)),
                      "wilcoxon_p": float(wilcoxon(d[ok]).pvalue) if ok.sum() > 5 and np.any(d[ok]) else None}
     (out / "enrichment.json").write_text(json.dumps(result, indent=1))
-    order = np.argsort(-np.nan_to_num(b[:, 1] - a[:, 1]))[:8]  # a fixed rule, shown whatever it gives
+    order = np.random.default_rng(1).choice(len(plain), min(8, len(plain)), replace=False)  # not the best cases
     _grid_png([plain[order, 0], enriched[order, 0]], out / "enrichment_grid.png")
     return result
 
@@ -401,7 +403,8 @@ def evaluate(args) -> None:
         # epithelial share in terciles, cut at the training spots' quantiles — tumour nests vs stroma.
         epi = adata.obsm["cell_type_proportions"]["Epithelial"].to_numpy()
         cuts = np.nanquantile(epi[train_rows], [1 / 3, 2 / 3])
-        adata.obs["epithelial"] = np.array(["low", "mid", "high"])[np.searchsorted(cuts, epi)]
+        level = np.array(["low", "mid", "high"])[np.searchsorted(cuts, np.nan_to_num(epi))]
+        adata.obs["epithelial"] = np.where(np.isnan(epi), "none", level)  # C1 has no proportions
     report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
                             inception=args.inception, mpp=mpp, n_boot=args.n_boot)
     report["method"] = report["method"].replace(LABELS)
@@ -422,7 +425,7 @@ def evaluate(args) -> None:
     table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
     print(table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.round(3).to_string())
     if immune and "X_cdm_dpm25" in adata.obsm:
-        print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, c5, mpp, out),
+        print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out),
                                                                          indent=1))
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 

@@ -90,14 +90,45 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
     # A profile with no latent yet is encoded by the β-VAE the generator carries.
     bare = test.copy()
     del bare.obsm["X_vae"]
-    rp.tl.generate(bare, str(tmp_path / "rnagan"), n_per_obs=2, seed=5, store=tmp_path / "gen.zarr")
+    # Streamed into a store in batches of 3 (splitting units' draws): every row in its unit/draw place.
+    rp.tl.generate(bare, str(tmp_path / "rnagan"), n_per_obs=2, seed=5, batch_size=3, store=tmp_path / "gen.zarr")
     s = rp.data.TileStore.open(tmp_path / "gen.zarr")
     assert len(s) == 2 * test.n_obs
-    np.testing.assert_allclose(s[np.arange(2)].astype(float), test.obsm["X_tiles"][0].astype(float), atol=2)
+    expected = m.generate(test, n_per_obs=2, seed=5, batch_size=3)
+    rows = test.obs_names.get_indexer(s.table["unit"])
+    np.testing.assert_allclose(s[np.arange(len(s))].astype(float), expected[rows, s.table["x"].to_numpy()], atol=2)
     # Synthetic and shifted profiles can be painted too.
     synth = rp.tl.synthetic_expression(toy, "group", "dense", n=6)
     rp.tl.generate(synth, m, n_per_obs=1)
     assert synth.obsm["X_tiles"].shape == (6, 1, 32, 32, 3)
+
+
+def test_failed_generation_leaves_no_store(models, toy, tmp_path, monkeypatch):
+    from rnapaint.models import GeneratedTileWriter
+
+    m, test = models["rnagan"], toy[toy.obs["split"] == "test"].copy()
+    rp.tl.generate(test, m, n_per_obs=2, batch_size=4, store=tmp_path / "old.zarr")
+    n_old = len(rp.data.TileStore.open(tmp_path / "old.zarr"))
+    write = GeneratedTileWriter.__call__
+    calls = []
+
+    def fail_on_second_batch(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        write(self, *args)
+
+    monkeypatch.setattr(GeneratedTileWriter, "__call__", fail_on_second_batch)
+    with pytest.raises(OSError, match="disk full"):
+        rp.tl.generate(test, m, n_per_obs=2, batch_size=4, store=tmp_path / "new.zarr")
+    calls.clear()
+    with pytest.raises(OSError, match="disk full"):
+        rp.tl.generate(test, m, n_per_obs=2, batch_size=4, store=tmp_path / "old.zarr", overwrite=True)
+    # No new store, no partial folder, and the old store is intact.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.zarr"]
+    assert len(rp.data.TileStore.open(tmp_path / "old.zarr")) == n_old == 2 * test.n_obs
+    with pytest.raises(FileExistsError):
+        rp.tl.generate(test, m, n_per_obs=2, store=tmp_path / "old.zarr")
 
 
 def test_corrupt_generator_file_raises(models, tmp_path):

@@ -23,7 +23,7 @@
 #
 # This tutorial runs on the built-in toy set, whose expression programs drive the tiles in known
 # ways (the `density` program sets how much of a tile is nuclei), so every claim below is checked
-# against ground truth. On a CPU the cascade is tiny (8 → 16 px, networks of ~0.3M parameters);
+# against ground truth. On a CPU the cascade is tiny (8 → 16 px, stages of ~1M and ~0.2M parameters);
 # the HER2ST run at 64 → 128/256 px belongs on a GPU (`benchmarks/gpu.sh cdm`).
 
 # %%
@@ -43,7 +43,7 @@ print(f"rnapaint {rp.__version__}; {'fast' if FAST else 'full'} setting: {STEPS}
 # %% [markdown]
 # ## 1. Toy expression, a split and the β-VAE condition
 #
-# 400 units with two 16-px tiles each; 10 % of them are held out for testing. The expression is
+# 400 units with two 16-px tiles each; 20 % of them (validation + test) are held out. The expression is
 # log-transformed, z-scored with training statistics and embedded by a β-VAE, whose latent is the
 # diffusion model's condition (`condition="expression"` would learn an encoder of the profile
 # instead).
@@ -63,8 +63,8 @@ adata
 # {class}`rnapaint.models.CascadedDiffusion` on the training units and trains the base stage, then
 # the super-resolution stage. The defaults are the GPU sizes (64 px base, UNets of tens of millions
 # of parameters); here both stages are shrunk. 10 % of conditions are dropped in training, which
-# is what makes classifier-free guidance possible at sampling. Training writes safetensors
-# checkpoints when given `save_path` and resumes from them.
+# is what makes classifier-free guidance possible at sampling. With `checkpoint_dir=` training writes
+# safetensors checkpoints and resumes from them; `save_path=` saves the trained model.
 
 # %%
 net = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "n_tokens": 4, "token_dim": 64,
@@ -118,8 +118,8 @@ rp.pl.response(held.obs["density"].to_numpy(), measured, xlabel="density program
 # ## 4. Samplers
 #
 # DDPM, DDIM and DPM-Solver++ are interchangeable at generation. DPM-Solver++ in 20 steps (10 in
-# the fast setting) should paint what DDIM paints in ten times as many: compare their faithfulness
-# and mean colour on the same units.
+# the fast setting) should paint what DDIM paints in many more (200; 25 in the fast setting):
+# compare their faithfulness and mean colour on the same units.
 
 # %%
 ddim = model.generate(held, sampler="ddim", steps=DDIM_STEPS, guidance_scale=2.0, n_per_obs=DRAWS, seed=0,

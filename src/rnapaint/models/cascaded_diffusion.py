@@ -384,7 +384,7 @@ class CascadedDiffusion:
         std = torch.tensor(c["condition_std"], device=dev)
         gen = torch.Generator().manual_seed(seed)
         n, size, b = len(cond), c["image_size"], c["base_size"]
-        out = None if sink else np.empty((n, n_per_obs, size, size, 3), np.uint8)
+        out = None if sink is not None else np.empty((n, n_per_obs, size, size, 3), np.uint8)
         low_out = np.empty((n, n_per_obs, b, b, 3), np.uint8) if return_low_res else None
         flat = np.repeat(np.arange(n), n_per_obs)
         on_gpu = dev.type == "cuda"

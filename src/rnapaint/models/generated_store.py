@@ -1,10 +1,12 @@
-"""Streaming generated tiles into a TileStore batch by batch, committed once at the end."""
+"""Streaming generated tiles into a TileStore batch by batch, moved into place once at the end."""
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,9 +20,11 @@ Sink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 class GeneratedTileWriter:
     """A ``sink`` for a generator's ``generate``: appends each batch of tiles to a new TileStore.
 
-    Rows carry ``unit`` = the observation's name and ``x`` = the draw index. Nothing is visible
-    until :meth:`commit`: a killed run leaves an empty store, never a partial one, and memory holds
-    one batch at a time (a million 256-px tiles do not fit in RAM).
+    Rows carry ``unit`` = the observation's name and ``x`` = the draw index. The store is built in a
+    hidden folder beside ``store`` and moved into place by :meth:`commit`; :meth:`abort` removes it.
+    So a failed or killed run leaves no store at ``store`` (and an existing one untouched, even
+    with ``overwrite=True``), and memory holds one batch at a time (a million 256-px tiles do not
+    fit in RAM).
 
     Parameters
     ----------
@@ -33,12 +37,17 @@ class GeneratedTileWriter:
     source
         Written into the ``slide`` column (a TileStore's provenance field).
     overwrite
-        Replace an existing store (otherwise a FileExistsError).
+        Replace an existing store at :meth:`commit` (otherwise a FileExistsError, raised at once).
     """
 
     def __init__(self, store: str | os.PathLike, tile_size: int, units: Sequence[str], source: str = "generated",
                  overwrite: bool = False):
-        self.store = TileStore.create(store, tile_size, overwrite=overwrite)
+        self.path = Path(store)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
+        self.overwrite = overwrite
+        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.store = TileStore.create(self.tmp, tile_size, overwrite=True)
         self.units = np.asarray(units)
         self.source = source
         self.n_written = 0
@@ -51,22 +60,18 @@ class GeneratedTileWriter:
         self.n_written += len(tiles)
 
     def commit(self) -> TileStore:
-        """Make every appended tile visible at once; returns the store."""
-        self.store.append(np.empty((0, self.store.tile_size, self.store.tile_size, 3), np.uint8),
-                          pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]), slide_done=self.source)
-        return self.store
+        """Commit every appended tile and move the store to its path; returns it, opened read-only."""
+        ts = self.store.tile_size
+        self.store.append(np.empty((0, ts, ts, 3), np.uint8), pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]),
+                          slide_done=self.source)
+        if self.path.exists():
+            if not self.overwrite:  # appeared while generating
+                self.abort()
+                raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+        return TileStore.open(self.path)
 
-
-def tiles_to_store(tiles: np.ndarray, units, store: str | os.PathLike, source: str = "generated",
-                   overwrite: bool = False) -> TileStore:
-    """Write generated tiles ``(n, k, H, W, 3)`` to a new TileStore, unit = obs name, x = draw index.
-
-    The rows are committed once, at the end: a killed run leaves an empty store, never a partial one.
-    """
-    n, k = tiles.shape[:2]
-    writer = GeneratedTileWriter(store, tiles.shape[2], units, source=source, overwrite=overwrite)
-    step = max(1, 4096 // k)
-    for i in range(0, n, step):
-        j = min(n, i + step)
-        writer(np.repeat(np.arange(i, j), k), np.tile(np.arange(k), j - i), tiles[i:j].reshape(-1, *tiles.shape[2:]))
-    return writer.commit()
+    def abort(self) -> None:
+        """Remove the partial store (after a failed generation)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -291,19 +291,21 @@ class TileGAN:
         g = (self.ema if ema else self.generator).eval().to(dev)
         gen = torch.Generator().manual_seed(seed)
         n = len(cond)
-        out = None if sink else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
+        out = None if sink is not None else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
         flat = np.repeat(np.arange(n), n_per_obs)
-        for i in range(0, len(flat), batch_size):
-            rows = flat[i : i + batch_size]
-            z = make_input(torch.from_numpy(cond[rows]), c, len(rows), gen)
-            img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-            img = img.permute(0, 2, 3, 1).cpu().numpy()
-            idx = np.arange(i, i + len(rows))
-            if sink is None:
-                out[idx // n_per_obs, idx % n_per_obs] = img
-            else:
-                sink(idx // n_per_obs, idx % n_per_obs, img)
-        g.cpu()
+        try:
+            for i in range(0, len(flat), batch_size):
+                rows = flat[i : i + batch_size]
+                z = make_input(torch.from_numpy(cond[rows]), c, len(rows), gen)
+                img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+                img = img.permute(0, 2, 3, 1).cpu().numpy()
+                idx = np.arange(i, i + len(rows))
+                if sink is None:
+                    out[idx // n_per_obs, idx % n_per_obs] = img
+                else:
+                    sink(idx // n_per_obs, idx % n_per_obs, img)
+        finally:  # the weights go back to the CPU whatever happened
+            g.cpu()
         return out
 
     # ------------------------------------------------------------------ files

@@ -122,10 +122,11 @@ def generate(
     key_added
         ``obsm[key_added]`` gets ``(n_obs, n_per_obs, H, W, 3)`` uint8 (unless ``store`` is given).
     store
-        Write to this TileStore instead of ``obsm``; unit = obs name. (The tiles are still generated in
-        memory first: for very large runs, call it on chunks of ``adata``.)
+        Write to this TileStore instead of ``obsm``; unit = obs name, ``x`` = draw index. Tiles are
+        streamed batch by batch into a hidden folder beside ``store`` and moved into place when all
+        are written: memory holds one batch, and a failed run leaves no (or the old) store.
     seed
-        The same seed gives the same tiles.
+        The same seed, inputs and ``batch_size`` give the same tiles.
     batch_size
         Generation batch.
     overwrite
@@ -154,7 +155,11 @@ def generate(
     size = int(model.config["image_size"])
     if store is not None:  # streamed batch by batch; committed only when every tile is written
         writer = GeneratedTileWriter(store, size, adata.obs_names, overwrite=overwrite)
-        model.generate(adata, sink=writer, **kw)
+        try:
+            model.generate(adata, sink=writer, **kw)
+        except BaseException:
+            writer.abort()
+            raise
         writer.commit()
         where = f"TileStore {Path(store)}"
     else:
