@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -97,6 +98,17 @@ def test_encode_other_cohort_without_training(trained, tmp_path):
     untrained = BetaVAE(a, hidden=(8,), latent_dim=2)
     with pytest.raises(ValueError, match="not trained"):
         rp.tl.vae(other, model=untrained)
+    # The same cohort before z-scoring (log expression) is flagged instead of encoded silently.
+    raw = ad.AnnData(X=(5.0 + np.random.default_rng(0).normal(0, 1, a.shape)).astype(np.float32),
+                     var=a.var[[]].copy())
+    with pytest.warns(UserWarning, match="does not look z-scored"):
+        model.get_latent(raw)
+    with warnings.catch_warnings():  # z-scored expression, even shifted a little, is not flagged
+        warnings.simplefilter("error")
+        shifted = other.copy()
+        shifted.X = np.asarray(shifted.X) + 0.5
+        del shifted.var["rp_mean"]
+        model.get_latent(shifted)
 
 
 def test_bad_input_to_tl_vae_leaves_adata_unchanged(small_adata):

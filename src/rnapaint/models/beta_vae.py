@@ -266,6 +266,28 @@ class BetaVAE:
                     stacklevel=3,
                 )
 
+    def check_scale(self, adata: ad.AnnData) -> None:
+        """Warn when ``adata`` looks unscaled although the model was trained on z-scores.
+
+        Expression that went through :func:`rnapaint.pp.zscore` carries ``var['rp_mean']``; without
+        it, per-gene means far from 0 or spreads far from 1 (log counts, TPM) are encoded into
+        meaningless latents, silently. Shifted or enriched profiles move the means a little, so the
+        test is loose.
+        """
+        if "rp_mean" not in self.var or "rp_mean" in adata.var or adata.n_obs < 2:
+            return
+        x = np.asarray(adata.X[: min(adata.n_obs, 2000)].toarray() if hasattr(adata.X, "toarray")
+                       else adata.X[: min(adata.n_obs, 2000)], dtype=np.float64)
+        off = float(np.median(np.abs(x.mean(0))))
+        spread = float(np.median(x.std(0)))
+        if off > 2.0 or spread > 3.0:
+            warnings.warn(
+                f"adata does not look z-scored (median |gene mean| {off:.2f}, median gene SD {spread:.2f}) but "
+                "the model was trained on z-scores: normalise it with rp.pp.zscore(adata, reference=model).",
+                UserWarning,
+                stacklevel=3,
+            )
+
     @staticmethod
     def _device(device: str | None) -> torch.device:
         if device in (None, "auto"):
@@ -291,6 +313,7 @@ class BetaVAE:
         adata = self.adata if adata is None else adata
         check_expression(adata)
         self.check_genes(adata)
+        self.check_scale(adata)
         return self._apply(lambda b: self.module.encoder(b)[0], _as_tensor(adata), batch_size, device)
 
     def decode(self, z: np.ndarray, batch_size: int = 1024, device: str | None = "auto") -> np.ndarray:
