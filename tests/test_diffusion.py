@@ -91,7 +91,8 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     del bare.obsm["X_vae"]
     rp.tl.generate(bare, tmp_path / "cdm", n_per_obs=2, seed=5, batch_size=64, sampler="ddim", steps=10,
                    progress_bar=False)
-    np.testing.assert_array_equal(bare.obsm["X_tiles"], model.generate(test, **kw))
+    # The latent encoded here and the stored one differ in float rounding: a pixel may move by 1.
+    np.testing.assert_allclose(bare.obsm["X_tiles"], model.generate(test, **kw), atol=1)
     assert bare.uns["tiles_generation"]["sampler"] == "ddim"
     # Streamed into a TileStore batch by batch (batches of 5 split units' draws): the same tiles.
     rp.tl.generate(test, model, store=tmp_path / "cdm.zarr", n_per_obs=2, seed=5, batch_size=5, sampler="ddim",
@@ -99,9 +100,14 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     store = rp.data.TileStore.open(tmp_path / "cdm.zarr")
     table = store.table
     assert len(store) == 2 * test.n_obs and "X_tiles" not in test.obsm
-    expected = model.generate(test, n_per_obs=2, seed=5, batch_size=5, sampler="ddim", steps=10, progress_bar=False)
+    # Each tile's noise depends on (seed, position) only: another batch size paints the same tiles
+    # (up to a rounding step: the network's float arithmetic depends on the batch shape).
+    expected = model.generate(test, n_per_obs=2, seed=5, batch_size=64, sampler="ddim", steps=10, progress_bar=False)
     rows = test.obs_names.get_indexer(table["unit"])
-    np.testing.assert_array_equal(store[np.arange(len(store))], expected[rows, table["x"].to_numpy()])
+    np.testing.assert_allclose(store[np.arange(len(store))], expected[rows, table["x"].to_numpy()], atol=1)
+    ddpm = {"n_per_obs": 2, "seed": 3, "sampler": "ddpm", "steps": 4, "progress_bar": False}  # noise at every step
+    np.testing.assert_allclose(model.generate(test[:3], batch_size=4, **ddpm),
+                               model.generate(test[:3], batch_size=64, **ddpm), atol=1)
     with pytest.raises(ValueError, match="NaN"):
         model.generate(np.full((2, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="shape"):

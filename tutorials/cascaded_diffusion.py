@@ -165,7 +165,8 @@ from pathlib import Path
 with tempfile.TemporaryDirectory() as tmp:
     model.save(Path(tmp) / "toy_cdm")
     loaded = rp.models.load_model(Path(tmp) / "toy_cdm")
-    # The same seed, settings and batch size (rp.tl.generate's default is 256) give the same tiles.
+    # Each tile's noise comes from (seed, its position); with rp.tl.generate's batch size (256) too, the
+    # arithmetic is the same and so are the pixels (another batch size may move one by a rounding step).
     again = loaded.generate(held, guidance_scale=2.0, steps=SAMPLE_STEPS, n_per_obs=DRAWS, seed=0, batch_size=256,
                             progress_bar=False)
 identical = bool(np.array_equal(again, held.obsm["X_cdm_w2"]))

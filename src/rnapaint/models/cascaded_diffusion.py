@@ -25,6 +25,7 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
+from ._seeding import randn_per_tile, tile_generators
 from .generated_store import Sink
 
 STAGES = ("base", "sr")
@@ -327,7 +328,9 @@ class CascadedDiffusion:
         n_per_obs
             Tiles per unit, each from its own noise.
         seed
-            The same seed, inputs, order, ``batch_size`` and settings give the same tiles.
+            Each tile's noise comes from ``(seed, its position)``: the same seed and settings give the
+            same tile for the same unit and draw, whatever ``batch_size`` (up to a rounding step:
+            the network's float arithmetic depends on the batch shape).
         batch_size
             Units × draws denoised at once.
         sampler
@@ -382,7 +385,6 @@ class CascadedDiffusion:
         nets = {s: (self.ema if ema else self.nets)[s].eval().to(dev) for s in self.stages}
         mean = torch.tensor(c["condition_mean"], device=dev)
         std = torch.tensor(c["condition_std"], device=dev)
-        gen = torch.Generator().manual_seed(seed)
         n, size, b = len(cond), c["image_size"], c["base_size"]
         out = None if sink is not None else np.empty((n, n_per_obs, size, size, 3), np.uint8)
         low_out = np.empty((n, n_per_obs, b, b, 3), np.uint8) if return_low_res else None
@@ -393,6 +395,7 @@ class CascadedDiffusion:
             for i in tqdm(range(0, len(flat), batch_size), desc="cdm", disable=not progress_bar):
                 rows = flat[i : i + batch_size]
                 cb = (torch.from_numpy(cond[rows]).to(dev) - mean) / std
+                gen = tile_generators(seed, np.arange(i, i + len(rows)))  # independent of the batching
                 with autocast:
                     x = self._sample(nets["base"], cb, b, sampler, steps, guidance_scale, gen, dev)
                     low = x
@@ -400,7 +403,7 @@ class CascadedDiffusion:
                         up = resize(x.clamp(-1, 1), size)
                         sched = self.noise_scheduler()
                         aug_t = torch.full((len(rows),), int(sr_noise_level), device=dev, dtype=torch.long)
-                        noise = torch.randn(up.shape, generator=gen).to(dev)
+                        noise = randn_per_tile(gen, tuple(up.shape[1:])).to(dev)
                         up = sched.add_noise(up, noise, aug_t)
                         x = self._sample(nets["sr"], cb, size, sampler, sr_steps or steps,
                                          guidance_scale if sr_guidance_scale is None else sr_guidance_scale, gen,
@@ -418,12 +421,12 @@ class CascadedDiffusion:
         return (out, low_out) if return_low_res else out
 
     def _sample(self, net: torch.nn.Module, cond: torch.Tensor, size: int, sampler: str, steps: int, w: float,
-                gen: torch.Generator, dev: torch.device, **extra: torch.Tensor) -> torch.Tensor:
+                gen: list[torch.Generator], dev: torch.device, **extra: torch.Tensor) -> torch.Tensor:
         """One stage's reverse process with classifier-free guidance ``w`` (see :meth:`generate`)."""
         sched = self.noise_scheduler(sampler)
         sched.set_timesteps(steps, device=dev)
         n = len(cond)
-        x = torch.randn((n, 3, size, size), generator=gen).to(dev) * sched.init_noise_sigma
+        x = randn_per_tile(gen, (3, size, size)).to(dev) * sched.init_noise_sigma
         guided = w != 1.0
         if guided:  # one forward pass for the conditional and unconditional halves
             cond = torch.cat([cond, cond])
@@ -438,7 +441,7 @@ class CascadedDiffusion:
             if guided:
                 c, u = pred.chunk(2)
                 pred = u + w * (c - u)
-            x = sched.step(pred, t, x, generator=gen).prev_sample
+            x = sched.step(pred, t, x, generator=gen).prev_sample  # DDPM: per-tile noise from the list
         return x.float()
 
     # ------------------------------------------------------------------ files

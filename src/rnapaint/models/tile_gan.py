@@ -22,6 +22,7 @@ import torch
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
+from ._seeding import rand_per_tile, randn_per_tile, tile_generators
 from .generated_store import Sink
 
 _PREFIXES = ("generator.", "critic.", "ema.")
@@ -265,8 +266,9 @@ class TileGAN:
         n_per_obs
             Tiles per unit, each with its own noise draw.
         seed
-            The same seed, the same inputs in the same order and the same ``batch_size`` give the same
-            tiles.
+            Each tile's noise comes from ``(seed, its position)``: the same seed gives the same tile
+            for the same unit and draw, whatever ``batch_size`` (up to a rounding step: the
+            network's float arithmetic depends on the batch shape).
         batch_size, device
             Generation batches; ``"auto"`` uses a GPU when there is one.
         ema
@@ -289,13 +291,13 @@ class TileGAN:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            "cpu" if device in ("auto", None) else device)
         g = (self.ema if ema else self.generator).eval().to(dev)
-        gen = torch.Generator().manual_seed(seed)
         n = len(cond)
         out = None if sink is not None else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
         flat = np.repeat(np.arange(n), n_per_obs)
         try:
             for i in range(0, len(flat), batch_size):
                 rows = flat[i : i + batch_size]
+                gen = tile_generators(seed, np.arange(i, i + len(rows)))  # independent of the batching
                 z = make_input(torch.from_numpy(cond[rows]), c, len(rows), gen)
                 img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
                 img = img.permute(0, 2, 3, 1).cpu().numpy()
@@ -348,7 +350,8 @@ class TileGAN:
         return self
 
 
-def make_input(cond: torch.Tensor, config: dict[str, Any], n: int, gen: torch.Generator | None = None,
+def make_input(cond: torch.Tensor, config: dict[str, Any], n: int,
+               gen: torch.Generator | list[torch.Generator] | None = None,
                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Generator input ``(n, latent_dim)``: condition + U(−noise, noise) (RNA-GAN), or N(0, I) (baseline).
 
@@ -356,14 +359,19 @@ def make_input(cond: torch.Tensor, config: dict[str, Any], n: int, gen: torch.Ge
     config), never across the batch, so each sample keeps its own profile; the noise is drawn per
     sample, in those standardised units. Everything happens on ``gen``'s device (the condition's
     when no generator is given), so a GPU training step never waits for a copy to the host;
-    ``stats`` are the (mean, std) tensors already on that device.
+    ``stats`` are the (mean, std) tensors already on that device. A list of ``n`` CPU generators
+    (generation) draws row ``i`` from ``gen[i]``.
     """
-    device = gen.device if gen is not None else cond.device
+    per_tile = isinstance(gen, list)
+    device = torch.device("cpu") if per_tile else gen.device if gen is not None else cond.device
     if config["condition"] is None:
+        if per_tile:
+            return randn_per_tile(gen, (config["latent_dim"],))
         return torch.randn(n, config["latent_dim"], generator=gen, device=device)
     if stats is None:
         stats = condition_stats(config, device)
-    u = torch.rand(cond.shape, generator=gen, device=device) * 2.0 - 1.0
+    u = rand_per_tile(gen, tuple(cond.shape[1:])) if per_tile else torch.rand(cond.shape, generator=gen, device=device)
+    u = u * 2.0 - 1.0
     return (cond.to(device, torch.float32) - stats[0]) / stats[1] + config["noise"] * u
 
 

@@ -126,7 +126,8 @@ def generate(
         streamed batch by batch into a hidden folder beside ``store`` and moved into place when all
         are written: memory holds one batch, and a failed run leaves no (or the old) store.
     seed
-        The same seed, inputs and ``batch_size`` give the same tiles.
+        The same seed and inputs give the same tiles, whatever ``batch_size`` (up to a rounding
+        step: the network's float arithmetic depends on the batch shape).
     batch_size
         Generation batch.
     overwrite
