@@ -62,7 +62,7 @@ def bench_train(store: Path, args, batch: int, bf16: bool, channels_last: bool, 
     cond = np.random.default_rng(0).standard_normal((len(units), args.latent)).astype(np.float32)
     adata = ad.AnnData(X=np.zeros((len(units), 1), np.float32), obs=pd.DataFrame(index=units))
     adata.obsm["X_vae"] = cond
-    ds = rp.data.PairedTiles(store, adata, rep="X_vae", augment=True)
+    ds = rp.data.PairedTiles(store, adata, rep="X_vae", augment=True, augment_on="device")  # as TileGAN trains
     dl = rp.data.tile_loader(ds, batch_size=batch, num_workers=args.workers, seed=0)
     g = DCGANGenerator(args.latent, args.size, args.width).to(device)
     d = DCGANCritic(args.size, args.width, "layer", condition_dim=args.latent if args.projection else None).to(device)
@@ -72,12 +72,13 @@ def bench_train(store: Path, args, batch: int, bf16: bool, channels_last: bool, 
     opt_g = torch.optim.Adam(g.parameters(), 1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(d.parameters(), 4e-3, betas=(0.5, 0.999))
     cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    aug_gen = torch.Generator().manual_seed(0)
 
     def critic(x, c):
         return df(x, c) if args.projection else df(x)
 
     def step(i, b):
-        real = b["image"].to(device, non_blocking=True).to(memory_format=fmt)
+        real = ds.finish(b["image"].to(device, non_blocking=True), aug_gen).to(memory_format=fmt)
         c = b["condition"].to(device, non_blocking=True)
         z = c + 0.3 * (torch.rand_like(c) * 2 - 1)
         with cast:

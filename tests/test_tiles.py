@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import rnapaint as rp
+from rnapaint.data.augment import _dihedral
 from rnapaint.io.slides import Slide
 from rnapaint.pp.tiling import TilingParams, background_fraction, contrast, read_tile
 
@@ -427,6 +428,82 @@ def test_fast_uint8_path_equals_the_tensor_path():
     out = hue_only(x)
     inside = ((out > 0.001) & (out < 0.999)).all(0)  # clipping changes luminance; compare unclipped pixels
     torch.testing.assert_close((out * y_weights).sum(0)[inside], (x * y_weights).sum(0)[inside], atol=1e-4, rtol=0)
+
+
+def test_batch_augmentation_matches_the_per_tile_transform():
+    rng = np.random.default_rng(2)
+    tiles = rng.integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 255
+    # Geometry alone: each tile gets exactly the flips and rotation drawn for it, in the per-tile order.
+    geo = rp.data.TileAugment(brightness=0, contrast=0, saturation=0, hue=0)
+    out = geo.batch(torch.from_numpy(tiles), torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    flip_w, flip_h = torch.rand(40, generator=g) < 0.5, torch.rand(40, generator=g) < 0.5
+    k = torch.randint(0, 4, (40,), generator=g)
+    for i in range(40):
+        ref = x[i].flip(-1) if flip_w[i] else x[i]
+        ref = ref.flip(-2) if flip_h[i] else ref
+        assert torch.equal(out[i], torch.rot90(ref, int(k[i]), dims=(-2, -1)))
+    assert len(set(zip(flip_w.tolist(), flip_h.tolist(), k.tolist(), strict=True))) > 8  # many transforms drawn
+    # The one-kernel gather used on GPUs gives exactly what the CPU's per-tile loop gives.
+    code = flip_w.long() * 8 + flip_h.long() * 4 + k
+    assert torch.equal(_dihedral(torch.from_numpy(tiles), code, gather=True), out)
+    # Colour alone: the per-tile colour matrix applied with the factors drawn for that tile.
+    col = rp.data.TileAugment(flips=False, rot90=False, brightness=0.2, contrast=0.3, saturation=0.2, hue=0.05)
+    out = col.batch(torch.from_numpy(tiles), torch.Generator().manual_seed(7), value_range=(-1, 1))
+    g = torch.Generator().manual_seed(7)
+    u = [1 + (2 * torch.rand(40, generator=g) - 1) * v for v in (0.2, 0.3, 0.2)]
+    theta = (2 * torch.rand(40, generator=g) - 1) * 0.05 * 2 * np.pi
+    for i in range(0, 40, 7):
+        factors = iter([u[0][i].item(), u[1][i].item(), u[2][i].item(), theta[i].item() / (0.05 * 4 * np.pi) + 0.5])
+        with pytest.MonkeyPatch.context() as mp:  # replay tile i's draws through the per-tile path
+            mp.setattr(rp.data.TileAugment, "_factor", staticmethod(lambda v, f=factors: next(f)))
+            mp.setattr(torch, "rand", lambda *a, f=factors, **k: torch.tensor(next(f)))
+            ref = col(x[i])
+        torch.testing.assert_close(out[i], ref * 2 - 1, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="uint8"):
+        col.batch(x)
+
+
+def test_device_augmentation_items_are_raw_tiles_and_finish_on_the_batch(tmp_path):
+    rng = np.random.default_rng(0)
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 16)
+    imgs = rng.integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    store.append(imgs, pd.DataFrame({"unit": list("aabbcc"), "slide": "s", "x": range(6), "y": 0, "mpp": 1.0}))
+    a = ad.AnnData(X=rng.standard_normal((3, 2)).astype(np.float32), obs=pd.DataFrame(index=list("abc")))
+    ds = rp.data.PairedTiles(tmp_path / "s.zarr", a, augment=True, augment_on="device")
+    assert ds.tile_size == 16
+    batch = next(iter(rp.data.tile_loader(ds, batch_size=6, shuffle=False, num_workers=1)))
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (6, 16, 16, 3)
+    np.testing.assert_array_equal(batch["image"].numpy(), imgs)  # the stored tiles, untouched
+    x1 = ds.finish(batch["image"], torch.Generator().manual_seed(1))
+    x2 = ds.finish(batch["image"], torch.Generator().manual_seed(1))
+    assert x1.shape == (6, 3, 16, 16) and torch.equal(x1, x2) and -1 <= x1.min() and x1.max() <= 1
+    plain = rp.data.PairedTiles(tmp_path / "s.zarr", a, augment=None, augment_on="device")
+    ref = torch.stack([rp.data.PairedTiles(tmp_path / "s.zarr", a)[i]["image"] for i in range(6)])
+    torch.testing.assert_close(plain.finish(batch["image"]), ref)  # no augmentation: the worker path's values
+    assert not torch.equal(x1, ref)
+    with pytest.raises(ValueError, match="augment_on"):
+        rp.data.PairedTiles(tmp_path / "s.zarr", a, augment_on="gpu")
+
+
+def test_direct_chunk_reads_equal_zarr_reads(tmp_path):
+    rng = np.random.default_rng(4)
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    imgs = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    imgs[2] = 0  # zarr skips writing chunks equal to the fill value
+    store.append(imgs, pd.DataFrame({"unit": list("abcde"), "slide": "s", "x": range(5), "y": 0, "mpp": 1.0}))
+    ro = rp.data.TileStore.open(tmp_path / "s.zarr")
+    assert ro.reader.direct
+    order = np.array([4, 2, 0, 0, 3])
+    np.testing.assert_array_equal(ro[order], imgs[order])
+    np.testing.assert_array_equal(ro[order], ro.images.get_orthogonal_selection((order,)))
+    np.testing.assert_array_equal(ro[-1], imgs[4])
+    # A damaged chunk is an error that names the file, not a wrong tile.
+    chunk = next(p for p in (tmp_path / "s.zarr" / "images").rglob("*") if p.is_file() and p.name != "zarr.json")
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    with pytest.raises(ValueError, match="damaged"):
+        rp.data.TileStore.open(tmp_path / "s.zarr")[np.arange(5)]
 
 
 def test_scanpy_draws_the_attached_image(her2st_c):

@@ -1,11 +1,16 @@
 """Augmentations the papers train with — flips, 90° rotations, colour jitter — in plain torch.
 
 torchvision cannot be loaded beside the CPU build of torch used here, so these few operations are
-written out; each works on one ``(3, H, W)`` float tensor in [0, 1] and draws from torch's global
-RNG, which a DataLoader seeds per worker (so runs with a seeded loader repeat exactly).
+written out. Two paths do the same transform: per tile in a loader worker (:meth:`TileAugment.__call__`,
+:meth:`TileAugment.from_uint8`; torch's global RNG, which a DataLoader seeds per worker) and per batch
+on the training device (:meth:`TileAugment.batch`; a seeded CPU generator), which leaves the workers
+only the reading and sends uint8 across processes and to the GPU, a quarter of the bytes of float32.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import numpy as np
 import torch
@@ -100,3 +105,115 @@ class TileAugment:
         if self._jitters:
             img = self._colour(img).clamp_(0.0, 1.0)
         return img
+
+    def batch(self, tiles: torch.Tensor, generator: torch.Generator | None = None,
+              value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+        """Augment a batch of uint8 tiles on their own device (e.g. the GPU).
+
+        Parameters
+        ----------
+        tiles
+            ``(B, H, W, 3)`` uint8 (as :class:`~rnapaint.data.PairedTiles` gives them with
+            ``augment_on="device"``), on any device.
+        generator
+            CPU generator for the random choices (a seed then gives the same batch on any device);
+            default torch's global generator.
+        value_range
+            Pixel range of the output.
+
+        Returns
+        -------
+        ``(B, 3, H, W)`` float32 in ``value_range``, channels-first: the same transforms as
+        :meth:`__call__` (flips, 90° rotations, one colour matrix per tile), drawn per tile.
+        """
+        if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != torch.uint8:
+            raise ValueError(f"batch() takes uint8 tiles (B, H, W, 3), got {tiles.dtype} {tuple(tiles.shape)}.")
+        n, hgt, wid = tiles.shape[:3]
+        flip_w = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
+        flip_h = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
+        k = torch.randint(0, 4, (n,), generator=generator) if self.rot90 else torch.zeros(n, dtype=torch.long)
+        if self.rot90 and hgt != wid:
+            raise ValueError(f"90° rotations need square tiles, got {hgt}×{wid}.")
+        code = flip_w.long() * 8 + flip_h.long() * 4 + k
+        out = _dihedral(tiles, code, gather=tiles.is_cuda)
+        if self._jitters:
+            m, offset_scale = colour_parameters(self, n, generator)
+            out = apply_colour(out, m, offset_scale).clamp_(0.0, 1.0)
+        lo, hi = value_range
+        if (lo, hi) != (0.0, 1.0):
+            out = out.mul_(hi - lo).add_(lo)
+        return out.contiguous()
+
+
+@functools.lru_cache(maxsize=8)
+def _dihedral_maps(size: int, device: str) -> torch.Tensor:
+    """``(16, size²)`` source pixel of every output pixel for each code ``8·flip_w + 4·flip_h + k``."""
+    base = torch.arange(size * size).view(size, size)
+    maps = []
+    for c in range(16):
+        y = base.flip(1) if c & 8 else base
+        y = y.flip(0) if c & 4 else y
+        maps.append(torch.rot90(y, c & 3, dims=(0, 1)).reshape(-1))
+    return torch.stack(maps).to(device)
+
+
+def _dihedral(tiles: torch.Tensor, code: torch.Tensor, gather: bool) -> torch.Tensor:
+    """Flip/rotate each uint8 tile ``(n, H, W, 3)`` by its ``code`` → float ``(n, 3, H, W)`` in [0, 1].
+
+    ``gather=True`` does all tiles in one gather kernel (for a GPU, where per-tile launches would
+    dominate); otherwise a loop of per-tile views and one copy each (faster on a CPU).
+    """
+    n, hgt, wid = tiles.shape[:3]
+    if gather:
+        idx = _dihedral_maps(hgt, str(tiles.device))[code.to(tiles.device)]  # (n, H·W)
+        flat = tiles.reshape(n, hgt * wid, 3).gather(1, idx[..., None].expand(-1, -1, 3))
+        return flat.view(n, hgt, wid, 3).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    out = torch.empty((n, 3, hgt, wid), dtype=torch.float32, device=tiles.device)
+    for i, c in enumerate(code.tolist()):
+        y = tiles[i].flip(1) if c & 8 else tiles[i]
+        y = y.flip(0) if c & 4 else y
+        out[i].copy_((torch.rot90(y, c & 3, dims=(0, 1)) if c & 3 else y).permute(2, 0, 1))
+    return out.div_(255.0)
+
+
+def colour_parameters(augment: TileAugment, n: int, generator: torch.Generator | None = None,
+                      jitter_prob: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random colour jitter of ``n`` tiles as one affine map each (see :meth:`TileAugment._colour`).
+
+    Parameters
+    ----------
+    jitter_prob
+        Probability that a tile is jittered (the others get the identity map); ``None``: all are.
+
+    Returns
+    -------
+    ``m`` ``(n, 3, 3)`` float32 RGB matrices and ``offset_scale`` ``(n,)`` = ``(1 − c) · b``, the
+    weight of each tile's mean luminance in its offset (contrast pulls toward that mean).
+    """
+    a = augment
+
+    def u(v: float) -> torch.Tensor:
+        return 1.0 + (2.0 * torch.rand(n, generator=generator) - 1.0) * v
+
+    b, c, s = u(a.brightness), u(a.contrast), u(a.saturation)
+    theta = (2.0 * torch.rand(n, generator=generator) - 1.0) * a.hue * 2.0 * math.pi
+    if jitter_prob is not None:
+        keep = torch.rand(n, generator=generator) >= jitter_prob
+        b, c, s = (torch.where(keep, torch.ones_like(v), v) for v in (b, c, s))
+        theta = torch.where(keep, torch.zeros_like(theta), theta)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    one, zero = torch.ones(n), torch.zeros(n)
+    chroma = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, s * cos, -s * sin], 1),
+                          torch.stack([zero, s * sin, s * cos], 1)], 1)
+    m = (_YIQ2RGB @ chroma @ _RGB2YIQ) * (b * c)[:, None, None]
+    return m, (1.0 - c) * b
+
+
+def apply_colour(x: torch.Tensor, m: torch.Tensor, offset_scale: torch.Tensor) -> torch.Tensor:
+    """Apply per-tile colour maps from :func:`colour_parameters` to ``x`` ``(n, 3, H, W)`` float (not clipped)."""
+    dev, dt = x.device, x.dtype
+    n, ch, hgt, wid = x.shape
+    flat = x.reshape(n, ch, hgt * wid)
+    luma = flat.mean(-1) @ _RGB2YIQ[0].to(dev, dt)
+    out = torch.baddbmm((offset_scale.to(dev, dt) * luma)[:, None, None], m.to(dev, dt), flat)
+    return out.reshape(n, ch, hgt, wid)

@@ -34,14 +34,24 @@ class PairedTiles(Dataset):
         ``True`` for :class:`TileAugment` defaults, an instance, or ``None``/``False``.
     value_range
         Pixel range of the returned images: ``(-1, 1)`` for GANs and diffusion, ``(0, 1)`` otherwise.
+    augment_on
+        ``"worker"``: items hold finished float images (augmented in the loader workers).
+        ``"device"``: items hold the tile as it is stored, ``(H, W, 3)`` uint8, and the training step
+        finishes each batch on its device with :meth:`finish` — workers then only read, and a batch
+        crosses processes and the PCIe bus as uint8 (a quarter of float32's bytes). The generators
+        train this way.
 
-    Items are dicts: ``image`` ``(3, H, W)`` float32, ``condition`` ``(d,)`` float32, ``unit``
-    (row of ``adata``) and ``tile`` (row of the store) as int64.
+    Items are dicts: ``image`` ``(3, H, W)`` float32 (or ``(H, W, 3)`` uint8 with
+    ``augment_on="device"``), ``condition`` ``(d,)`` float32, ``unit`` (row of ``adata``) and
+    ``tile`` (row of the store) as int64.
     """
 
     def __init__(self, tiles: TileStore | str | os.PathLike | np.ndarray, adata: ad.AnnData,
                  rep: str | None = None, units=None, augment: bool | TileAugment | None = None,
-                 value_range: tuple[float, float] = (-1.0, 1.0)):
+                 value_range: tuple[float, float] = (-1.0, 1.0), augment_on: str = "worker"):
+        if augment_on not in ("worker", "device"):
+            raise ValueError(f"augment_on must be 'worker' or 'device', got {augment_on!r}.")
+        self.augment_on = augment_on
         x = adata.X if rep is None else adata.obsm[rep] if rep in adata.obsm else None
         if x is None:
             raise ValueError(f"adata.obsm has no {rep!r}; run rp.tl.vae first or pass rep=None for adata.X.")
@@ -84,12 +94,18 @@ class PairedTiles(Dataset):
             raise ValueError("No tiles left for the requested units.")
         self.augment = TileAugment() if augment is True else (augment or None)
         lo, hi = value_range
+        self.value_range = (float(lo), float(hi))
         self._scale, self._shift = (hi - lo), lo
-        self._images = None
+        self._reader = None
         self._pid = None
 
     def __len__(self) -> int:
         return len(self._tile_rows)
+
+    @property
+    def tile_size(self) -> int:
+        """Side of the (square) tiles, in pixels."""
+        return int(self._tile(0).shape[0])
 
     @property
     def obs_rows(self) -> np.ndarray:
@@ -101,20 +117,44 @@ class PairedTiles(Dataset):
         if self._memory is not None:
             k = self._memory.shape[1]
             return self._memory[t // k, t % k]
-        if self._images is None or self._pid != os.getpid():  # one zarr handle per worker process
-            self._images = TileStore.open(self._store_path).images
+        if self._reader is None or self._pid != os.getpid():  # one store handle per worker process
+            self._reader = TileStore.open(self._store_path).reader
             self._pid = os.getpid()
-        return self._images[t]
+        out = np.empty(self._reader.shape, np.uint8)
+        self._reader.read_into(t, out)
+        return out
+
+    def finish(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Turn a batch of ``augment_on="device"`` items into model input, on the batch's device.
+
+        Parameters
+        ----------
+        images
+            ``(B, H, W, 3)`` uint8 (``batch["image"]``), e.g. already on the GPU.
+        generator
+            CPU generator for the augmentation's random choices (seed it per step to repeat a run).
+
+        Returns
+        -------
+        ``(B, 3, H, W)`` float32 in ``value_range``, augmented as the worker path would.
+        """
+        if images.dtype != torch.uint8:
+            raise ValueError(f"finish() takes the uint8 tiles of augment_on='device' items, got {images.dtype}.")
+        if self.augment is not None:
+            return self.augment.batch(images, generator, value_range=self.value_range)
+        return images.permute(0, 3, 1, 2).float().div_(255.0).mul_(self._scale).add_(self._shift).contiguous()
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         tile = self._tile(i)
-        if self.augment is not None:
+        if self.augment_on == "device":
+            img = torch.from_numpy(np.ascontiguousarray(tile))
+        elif self.augment is not None:
             img = self.augment.from_uint8(tile)
         else:
             img = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))).float().div_(255.0)
         obs = int(self._obs_rows[i])
         return {
-            "image": img * self._scale + self._shift,
+            "image": img if self.augment_on == "device" else img * self._scale + self._shift,
             "condition": self.condition[obs],
             "unit": torch.tensor(obs),
             "tile": torch.tensor(int(self._tile_rows[i])),
@@ -122,5 +162,15 @@ class PairedTiles(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_images"] = None  # zarr handles are reopened in each worker
+        state["_reader"] = None  # zarr handles are reopened in each worker
         return state
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for one training step's augmentation, from (seed, step, rank).
+
+    Seeded per step rather than carried along, so a run resumed from a checkpoint at step ``k``
+    draws the same augmentations from step ``k`` on as the uninterrupted run.
+    """
+    state = np.random.SeedSequence([int(seed), int(step), int(rank), 0x617567]).generate_state(2, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))

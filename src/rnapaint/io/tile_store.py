@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .tile_chunks import TileChunkReader
+
 COMMIT = "rnapaint_commit.json"
 FORMAT_VERSION = 1
 _COLUMNS = {"x": "int64", "y": "int64", "mpp": "float32", "unit_code": "int32", "slide_code": "int32"}
@@ -125,7 +127,7 @@ class TileStore:
         if isinstance(idx, (int, np.integer)):
             if not -self._n <= idx < self._n:
                 raise IndexError(f"tile {idx} out of range for {self._n} tiles.")
-            return self.images[int(idx) % self._n]
+            return self.reader.read([int(idx) % self._n])[0]
         if isinstance(idx, slice):
             idx = np.arange(self._n)[idx]
         idx = np.asarray(idx)
@@ -136,7 +138,18 @@ class TileStore:
         idx = idx % max(self._n, 1)
         if idx.size == 0:
             return np.zeros((0, self.tile_size, self.tile_size, 3), np.uint8)
-        return self.images.get_orthogonal_selection((idx, slice(None), slice(None), slice(None)))
+        return self.reader.read(idx)
+
+    @property
+    def reader(self) -> TileChunkReader:
+        """Fast whole-tile reads (:class:`~rnapaint.io.tile_chunks.TileChunkReader`); no bounds checks."""
+        # A read-only handle's array never grows: keep one reader. A writer's array does, and zarr's
+        # array object caches its shape, so take a fresh one.
+        if self.mode == "r":
+            if getattr(self, "_reader", None) is None:
+                self._reader = TileChunkReader(self.images)
+            return self._reader
+        return TileChunkReader(self.images)
 
     @property
     def table(self) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from ..data.paired import step_generator
 from ..io.model_files import save_model_files
 from ._optim_state import flatten_optimizer, restore_optimizer
 
@@ -34,7 +35,7 @@ class DiffusionTrainingPlan(pl.LightningModule):
 
     def __init__(self, model: Any, stage: str, lr: float, warmup_steps: int, weight_decay: float,
                  ema_decay: float, channels_last: bool, compile: bool, start_step: int = 0,
-                 resume_state: tuple[dict, dict] | None = None):
+                 resume_state: tuple[dict, dict] | None = None, seed: int = 0):
         from diffusers.training_utils import EMAModel
 
         super().__init__()
@@ -54,6 +55,8 @@ class DiffusionTrainingPlan(pl.LightningModule):
         self.lr, self.warmup_steps, self.weight_decay = lr, warmup_steps, weight_decay
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.step = start_step
+        self.seed = seed
+        self._finish = model.dataset.finish
         self._resume_state = resume_state
         self._compile = compile
         # Fixed statistics of the training units (see CascadedDiffusion): the same standardisation at sampling.
@@ -82,6 +85,8 @@ class DiffusionTrainingPlan(pl.LightningModule):
         for group in self.optimizers().optimizer.param_groups:  # linear warm-up, then constant (resumable)
             group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup_steps))
         images = batch["image"]
+        if images.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
+            images = self._finish(images, step_generator(self.seed, self.step, self.global_rank))
         n = len(images)
         device = images.device
         if self.stage == "base":

@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..data.paired import step_generator
 from ..io.model_files import save_model_files
 from ..nn.dcgan import gradient_penalty
 from ._optim_state import flatten_optimizer, restore_optimizer
@@ -35,6 +36,8 @@ class GANTrainingPlan(pl.LightningModule):
         self._resume_state = resume_state
         self._compile = compile
         self._noise_seed = seed * 1_000_003 + start_step
+        self.seed = seed
+        self._finish = model.dataset.finish
         self._noise: torch.Generator | None = None
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -74,7 +77,10 @@ class GANTrainingPlan(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
-        real = batch["image"].to(memory_format=self.memory_format)
+        real = batch["image"]
+        if real.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
+            real = self._finish(real, step_generator(self.seed, self.step, self.global_rank))
+        real = real.to(memory_format=self.memory_format)
         cond = batch["condition"] if self.config["condition"] else None
         proj = cond if self.config["projection"] else None
         z = self._input(batch["condition"])

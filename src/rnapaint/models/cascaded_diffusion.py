@@ -96,8 +96,9 @@ class CascadedDiffusion:
                 raise ValueError(f"adata.obsm has no {rep!r}: run rp.tl.vae(adata) or pass vae=.")
             adata = adata.copy()
             adata.obsm[rep] = vae.get_latent(adata)
-        self.dataset = PairedTiles(tiles, adata, rep=rep if condition == "vae" else None, units=units, augment=True)
-        size = int(self.dataset[0]["image"].shape[-1])
+        self.dataset = PairedTiles(tiles, adata, rep=rep if condition == "vae" else None, units=units, augment=True,
+                                   augment_on="device")
+        size = self.dataset.tile_size
         base_size = min(int(base_size), size)
         if size % base_size:
             raise ValueError(f"The tile size {size} is not a multiple of base_size {base_size}.")
@@ -258,7 +259,8 @@ class CascadedDiffusion:
                 logger.info(f"Resuming the {stage} stage from step {start} ({ckpt}).")
             plan = DiffusionTrainingPlan(self, stage, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
                                          ema_decay=ema_decay, channels_last=on_gpu if channels_last is None else
-                                         channels_last, compile=compile, start_step=start, resume_state=resume_state)
+                                         channels_last, compile=compile, start_step=start, resume_state=resume_state,
+                                         seed=seed + STAGES.index(stage))
             history = History()
             callbacks: list[pl.Callback] = [history, StopAt(steps)]
             if ckpt is not None:

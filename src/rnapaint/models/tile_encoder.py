@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._logging import logger
-from ..data.augment import _RGB2YIQ, _YIQ2RGB, TileAugment
+from ..data.augment import TileAugment, apply_colour, colour_parameters
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.resnet import ResNetEncoder
 
@@ -178,32 +178,9 @@ class _Views:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
     def _colour(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        # TileAugment's affine colour model (brightness, contrast, saturation, hue as one 3×3 matrix
-        # and an offset), with one matrix per tile; a fraction of tiles is left as it is.
-        a, n = self.augment, x.shape[0]
-        b = self._u(gen, n, 1 - a.brightness, 1 + a.brightness)
-        c = self._u(gen, n, 1 - a.contrast, 1 + a.contrast)
-        s = self._u(gen, n, 1 - a.saturation, 1 + a.saturation)
-        theta = self._u(gen, n, -a.hue, a.hue) * 2 * math.pi
-        keep = torch.rand(n, generator=gen) >= self.jitter_prob
-        b, c, s, theta = (
-            torch.where(keep, torch.full_like(v, fill), v) for v, fill in ((b, 1.0), (c, 1.0), (s, 1.0), (theta, 0.0))
-        )
-        cos, sin = torch.cos(theta), torch.sin(theta)
-        one, zero = torch.ones(n), torch.zeros(n)
-        chroma = torch.stack(
-            [
-                torch.stack([one, zero, zero], 1),
-                torch.stack([zero, s * cos, -s * sin], 1),
-                torch.stack([zero, s * sin, s * cos], 1),
-            ],
-            1,
-        )
-        m = (_YIQ2RGB @ chroma @ _RGB2YIQ) * (b * c)[:, None, None]
-        m, dev = m.to(x.device, x.dtype), x.device
-        luma = torch.einsum("c,nchw->n", _RGB2YIQ[0].to(dev, x.dtype), x) / (x.shape[2] * x.shape[3])
-        offset = ((1 - c) * b).to(dev, x.dtype) * luma
-        return (torch.einsum("nij,njhw->nihw", m, x) + offset[:, None, None, None]).clamp(0.0, 1.0)
+        # TileAugment's affine colour model, one matrix per tile; a fraction of tiles is left as it is.
+        m, offset_scale = colour_parameters(self.augment, x.shape[0], gen, jitter_prob=self.jitter_prob)
+        return apply_colour(x, m, offset_scale).clamp(0.0, 1.0)
 
     def _blur(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, ch, hgt, wid = x.shape

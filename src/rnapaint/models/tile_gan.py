@@ -90,8 +90,8 @@ class TileGAN:
             adata = adata.copy()
             adata.obsm[rep] = np.zeros((adata.n_obs, 1), np.float32)  # placeholder: the baseline ignores it
         self.adata = adata
-        self.dataset = PairedTiles(tiles, adata, rep=rep, units=units, augment=True)
-        size = int(self.dataset[0]["image"].shape[-1])
+        self.dataset = PairedTiles(tiles, adata, rep=rep, units=units, augment=True, augment_on="device")
+        size = self.dataset.tile_size
         cond_dim = int(adata.obsm[rep].shape[1]) if condition == "vae" else 0
         if condition == "vae":
             latent = cond_dim
