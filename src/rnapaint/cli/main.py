@@ -1,10 +1,12 @@
-"""``rnapaint`` command: ``rnapaint demo``, ``rnapaint --version``."""
+"""``rnapaint`` command: ``demo``, ``tile``, ``train``, ``generate``, ``evaluate``, ``--version``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
+
+from . import pipeline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="rnapaint: learn how gene expression shapes tissue and paint H&E tiles.")
@@ -38,6 +40,12 @@ def demo(
 
     summary = run_demo(out=out, root=data, quick=quick, seed=seed)
     typer.echo(summary)
+
+
+app.command()(pipeline.tile)
+app.command()(pipeline.train)
+app.command()(pipeline.generate)
+app.command()(pipeline.evaluate)
 
 
 def main() -> None:
