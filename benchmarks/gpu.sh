@@ -7,6 +7,7 @@
 #                       cp ../shared/data/wsi/CMU-1-Small-Region.svs .gpu_data/
 # There, from the repository root, with .whl/ and .gpu_data/ copied beside the code:
 #   benchmarks/gpu.sh bench OUT       # benchmarks/gan.py, vae.py, tiles.py
+#   benchmarks/gpu.sh tiles OUT       # tiles.py loader only: augmentation on the GPU / none / in workers
 #   benchmarks/gpu.sh rnagan OUT      # HER2ST RNA-GAN, 8 minutes of training, tiles for C5 and C1
 #   benchmarks/gpu.sh gan OUT         # the noise-only GAN, the same 8 minutes
 #   benchmarks/gpu.sh cdm OUT         # RNA-CDM (cascaded diffusion), the same 8 minutes (+ enrich step here first)
@@ -25,7 +26,11 @@ case $what in
     timeout 240 python3 benchmarks/gan.py --compile --json "$out/gan.json" 2>&1 | grep -v Warning || true
     timeout 150 python3 benchmarks/vae.py --device cuda --lightning --json "$out/vae.json" 2>&1 | tail -25 || true
     timeout 150 python3 benchmarks/tiles.py --slide .gpu_data/CMU-1-Small-Region.svs --jobs 1 4 8 \
-      --workers 1 4 8 15 --json "$out/tiles.json" 2>&1 | tail -12 || true
+      --workers 1 4 8 15 --json "$out/tiles.json" 2>&1 | tail -16 || true
+    ;;
+  tiles)
+    timeout 300 python3 benchmarks/tiles.py --slide .gpu_data/CMU-1-Small-Region.svs --skip-tiling \
+      --workers 1 4 8 15 --augment-on device none worker --json "$out/tiles.json" 2>&1 | tail -16 || true
     ;;
   rnagan|gan)
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
