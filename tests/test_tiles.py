@@ -104,6 +104,9 @@ def test_max_tiles_is_a_seeded_draw(data_root, tmp_path):
         t = rp.data.TileStore.open(tmp_path / f"{name}.zarr").table
         runs.append(set(zip(t["x"], t["y"], strict=True)))
     assert len(runs[0]) == 5 and runs[0] == runs[1] and runs[0] != runs[2]
+    units = _units({"cmu": path})
+    copied = rp.pp.tile_slides(units, store=tmp_path / "a.zarr", max_tiles=5, seed=1, progress_bar=False, copy=True)
+    assert "n_tiles" not in units.obs and copied.obs["n_tiles"].tolist() == [5]  # copy=True leaves the input alone
     with pytest.raises(ValueError, match="other settings"):  # resuming store "a" at another resolution
         rp.pp.tile_slides(_units({"cmu": path}), store=tmp_path / "a.zarr", max_tiles=5, seed=1, mpp=1.0,
                           progress_bar=False)

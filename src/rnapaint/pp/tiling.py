@@ -204,7 +204,8 @@ def tile_slides(
     slide_mpp: float | dict[str, float] | None = None,
     progress_bar: bool = True,
     key_added: str = "tiles",
-) -> None:
+    copy: bool = False,
+) -> ad.AnnData | None:
     """Cut each unit's whole-slide image into tissue tiles at a fixed µm/px and store them.
 
     For every observation, the slide at ``obs[slide_key]`` is opened (OpenSlide; PIL for plain
@@ -241,10 +242,12 @@ def tile_slides(
     key_added
         obs column ``n_{key_added}`` gets each unit's tile count; ``uns[key_added]`` the store path,
         settings and failure table.
+    copy
+        Record the counts on a copy of ``adata`` and return it (the tiles go to the store either way).
 
     Returns
     -------
-    ``None``; tiles go to the store.
+    ``None`` or the copy; tiles go to the store.
     """
     from tqdm.auto import tqdm
 
@@ -304,9 +307,11 @@ def tile_slides(
         shutil.rmtree(staging_root, ignore_errors=True)
     done = ts.done_slides
     counts = pd.Series({u: done.get(p, 0) for u, p in zip(adata.obs_names, paths, strict=True)})
+    adata = adata.copy() if copy else adata
     adata.obs[f"n_{key_added}"] = counts.reindex(adata.obs_names).to_numpy(int)
     failures = ts.failures
     adata.uns[key_added] = {"store": str(store_path), "params": asdict(params),
                             "failures": failures.astype(str)}
     logger.info(f"{len(ts)} tiles in {store_path}; {len(failures)} slides failed. Adding "
                 f"adata.obs['n_{key_added}'], adata.uns[{key_added!r}]")
+    return adata if copy else None
