@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
@@ -97,6 +99,16 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
     expected = m.generate(test, n_per_obs=2, seed=5)  # batch 256: each tile's noise depends on its position only
     rows = test.obs_names.get_indexer(s.table["unit"])
     np.testing.assert_allclose(s[np.arange(len(s))].astype(float), expected[rows, s.table["x"].to_numpy()], atol=2)
+    # A unit's noise follows its name: painting a subset, or the units in another order, gives the same tiles.
+    picked = test.obs_names[[6, 1, 4]]
+    np.testing.assert_allclose(m.generate(test[picked].copy(), n_per_obs=2, seed=5).astype(float),
+                               expected[[6, 1, 4]].astype(float), atol=1)
+    from rnapaint.models._seeding import unit_keys
+
+    assert unit_keys(test.obsm["X_vae"][:3], 3).tolist() == [0, 2, 4]  # an array: its rows
+    assert len(set(unit_keys(test, test.n_obs).tolist())) == test.n_obs  # names: one key each
+    dup = ad.AnnData(np.zeros((2, 1)), obs=pd.DataFrame(index=["u", "u"]))
+    assert unit_keys(dup, 2).tolist() == [0, 2]  # duplicated names: rows again, never one noise for both
     # Synthetic and shifted profiles can be painted too.
     synth = rp.tl.synthetic_expression(toy, "group", "dense", n=6)
     rp.tl.generate(synth, m, n_per_obs=1)

@@ -25,7 +25,7 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
-from ._seeding import randn_per_tile, tile_generators
+from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
 STAGES = ("base", "sr")
@@ -330,9 +330,10 @@ class CascadedDiffusion:
         n_per_obs
             Tiles per unit, each from its own noise.
         seed
-            Each tile's noise comes from ``(seed, its position)``: the same seed and settings give the
-            same tile for the same unit and draw, whatever ``batch_size`` (up to a rounding step:
-            the network's float arithmetic depends on the batch shape).
+            Each tile's noise comes from ``(seed, unit, draw)``, the unit known by its obs name (by
+            its row for an array or duplicated names): the same seed and settings give the same tile
+            for the same unit and draw whatever ``batch_size`` and whatever other units are painted
+            with it (up to a rounding step: the network's float arithmetic depends on the batch shape).
         batch_size
             Units × draws denoised at once.
         sampler
@@ -391,13 +392,15 @@ class CascadedDiffusion:
         out = None if sink is not None else np.empty((n, n_per_obs, size, size, 3), np.uint8)
         low_out = np.empty((n, n_per_obs, b, b, 3), np.uint8) if return_low_res else None
         flat = np.repeat(np.arange(n), n_per_obs)
+        keys = unit_keys(adata, n)
         on_gpu = dev.type == "cuda"
         autocast = torch.autocast("cuda", torch.bfloat16) if on_gpu else torch.autocast("cpu", enabled=False)
         try:
             for i in tqdm(range(0, len(flat), batch_size), desc="cdm", disable=not progress_bar):
                 rows = flat[i : i + batch_size]
                 cb = (torch.from_numpy(cond[rows]).to(dev) - mean) / std
-                gen = tile_generators(seed, np.arange(i, i + len(rows)))  # independent of the batching
+                draws = np.arange(i, i + len(rows)) % n_per_obs
+                gen = tile_generators(seed, keys[rows], draws)  # independent of the batching and of other units
                 with autocast:
                     x = self._sample(nets["base"], cb, b, sampler, steps, guidance_scale, gen, dev)
                     low = x

@@ -22,7 +22,7 @@ import torch
 from .._logging import logger
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
-from ._seeding import rand_per_tile, randn_per_tile, tile_generators
+from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
 _PREFIXES = ("generator.", "critic.", "ema.")
@@ -266,9 +266,10 @@ class TileGAN:
         n_per_obs
             Tiles per unit, each with its own noise draw.
         seed
-            Each tile's noise comes from ``(seed, its position)``: the same seed gives the same tile
-            for the same unit and draw, whatever ``batch_size`` (up to a rounding step: the
-            network's float arithmetic depends on the batch shape).
+            Each tile's noise comes from ``(seed, unit, draw)``, the unit known by its obs name (by
+            its row for an array or duplicated names): the same seed gives the same tile for the
+            same unit and draw whatever ``batch_size`` and whatever other units are painted with it
+            (up to a rounding step: the network's float arithmetic depends on the batch shape).
         batch_size, device
             Generation batches; ``"auto"`` uses a GPU when there is one.
         ema
@@ -294,10 +295,12 @@ class TileGAN:
         n = len(cond)
         out = None if sink is not None else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
         flat = np.repeat(np.arange(n), n_per_obs)
+        keys = unit_keys(adata, n)
         try:
             for i in range(0, len(flat), batch_size):
                 rows = flat[i : i + batch_size]
-                gen = tile_generators(seed, np.arange(i, i + len(rows)))  # independent of the batching
+                draws = np.arange(i, i + len(rows)) % n_per_obs
+                gen = tile_generators(seed, keys[rows], draws)  # independent of the batching and of other units
                 z = make_input(torch.from_numpy(cond[rows]), c, len(rows), gen)
                 img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
                 img = img.permute(0, 2, 3, 1).cpu().numpy()

@@ -126,8 +126,9 @@ def generate(
         streamed batch by batch into a hidden folder beside ``store`` and moved into place when all
         are written: memory holds one batch, and a failed run leaves no (or the old) store.
     seed
-        The same seed and inputs give the same tiles, whatever ``batch_size`` (up to a rounding
-        step: the network's float arithmetic depends on the batch shape).
+        The same seed gives a unit (known by its obs name) the same tiles whatever ``batch_size``
+        and whatever other units ``adata`` holds (up to a rounding step: the network's float
+        arithmetic depends on the batch shape).
     batch_size
         Generation batch.
     overwrite
