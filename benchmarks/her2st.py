@@ -275,9 +275,11 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
     immune_file = Path(args.pairs).with_name("her2st_immune.npz")
     if immune_file.is_file():  # the enrichment experiment: same spots, same noise, immune signal added
         imm = np.load(immune_file)
-        z = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
+        # Under the spots' own names: a unit's noise follows its name, so these tiles share the "dpm25" noise.
+        enriched = sub.copy()
+        enriched.obsm["X_vae"] = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
         t = time.perf_counter()
-        extra["immune"] = model.generate(z, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25,
+        extra["immune"] = model.generate(enriched, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25,
                                          guidance_scale=2.0, **gen)
         timings["immune"] = {"seconds": time.perf_counter() - t}
     _save_chunks(out, "cdm_extra", extra, names)

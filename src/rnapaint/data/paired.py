@@ -17,6 +17,10 @@ from .augment import TileAugment
 class PairedTiles(Dataset):
     """Each tile with its unit's expression row: what conditional generators train on.
 
+    Items are dicts of ``image`` — ``(3, H, W)`` float32, or ``(H, W, 3)`` uint8 with
+    ``augment_on="device"`` — ``condition`` ``(d,)`` float32, ``unit`` (row of ``adata``) and
+    ``tile`` (row of the store) as int64.
+
     Parameters
     ----------
     tiles
@@ -35,15 +39,11 @@ class PairedTiles(Dataset):
     value_range
         Pixel range of the returned images: ``(-1, 1)`` for GANs and diffusion, ``(0, 1)`` otherwise.
     augment_on
-        ``"worker"``: items hold finished float images (augmented in the loader workers).
-        ``"device"``: items hold the tile as it is stored, ``(H, W, 3)`` uint8, and the training step
-        finishes each batch on its device with :meth:`finish` — workers then only read, and a batch
-        crosses processes and the PCIe bus as uint8 (a quarter of float32's bytes). The generators
-        train this way.
-
-    Items are dicts: ``image`` ``(3, H, W)`` float32 (or ``(H, W, 3)`` uint8 with
-    ``augment_on="device"``), ``condition`` ``(d,)`` float32, ``unit`` (row of ``adata``) and
-    ``tile`` (row of the store) as int64.
+        Where augmentation happens. With ``"worker"`` items hold finished float images (augmented
+        in the loader workers). With ``"device"`` items hold the tile as it is stored, ``(H, W, 3)``
+        uint8, and the training step finishes each batch on its device with :meth:`finish`:
+        workers then only read, and a batch crosses processes and the PCIe bus as uint8 (a quarter
+        of float32's bytes). The generators train this way.
     """
 
     def __init__(self, tiles: TileStore | str | os.PathLike | np.ndarray, adata: ad.AnnData,
