@@ -70,11 +70,11 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     res = _run("generate", toy_h5ad, "--model", gan, "--out", tmp_path / "x.h5ad", "--sampler", "ddim", code=2)
     assert "diffusion setting" in res.output and not (tmp_path / "x.h5ad").exists()
 
-    # evaluate: a report with the baselines, as a CSV and a figure
-    gen.obsm["X_vae"] = rp.models.BetaVAE.load(vae).get_latent(gen)
-    gen.write_h5ad(tmp_path / "gen.h5ad")
+    # evaluate: a report with the baselines, as a CSV and a figure (the condition from the generator's β-VAE)
+    assert "X_vae" not in gen.obsm
     _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "report.csv",
-         "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5", "--label-key", "group")
+         "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5", "--label-key", "group",
+         "--vae", gan / "vae")
     report = pd.read_csv(tmp_path / "report.csv")
     assert {"X_tiles", "real (held out)", "nearest neighbour"} <= set(report["method"])
     assert {"KID (encoder)", "condition fidelity"} <= set(report["metric"])
@@ -94,6 +94,20 @@ def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):
     res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
                "--model-arg", "width", code=2)
     assert "KEY=VALUE" in res.output
+    res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
+               "--train-arg", "seed=1", code=2)
+    assert "set seed with --seed" in res.output
+    res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
+               "--max-steps", "1", "--model-arg", "widht=8", code=2)
+    assert "TypeError" in res.output and "widht" in res.output and "Traceback" not in res.output
+    res = _run("train", toy_h5ad, "--method", "vae", "--out", tmp_path / "m", "--minutes", "1", code=2)
+    assert "--max-epochs" in res.output
+    table = tmp_path / "units.csv"
+    table.write_text("unit,slide\na,x.svs\n")
+    res = _run("train", table, "--method", "vae", "--out", tmp_path / "m", code=2)
+    assert "expected an .h5ad file" in res.output
+    res = _run("generate", toy_h5ad, "--model", tmp_path / "no_model", "--out", tmp_path / "o.h5ad", code=2)
+    assert "not a rnapaint model directory" in res.output
     bad = tmp_path / "bad.h5ad"
     bad.write_bytes(b"not hdf5")
     res = _run("generate", bad, "--model", tmp_path, "--out", tmp_path / "o.h5ad", code=2)

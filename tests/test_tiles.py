@@ -448,9 +448,15 @@ def test_batch_augmentation_matches_the_per_tile_transform():
         ref = ref.flip(-2) if flip_h[i] else ref
         assert torch.equal(out[i], torch.rot90(ref, int(k[i]), dims=(-2, -1)))
     assert len(set(zip(flip_w.tolist(), flip_h.tolist(), k.tolist(), strict=True))) > 8  # many transforms drawn
-    # The one-kernel gather used on GPUs gives exactly what the CPU's per-tile loop gives.
+    # The grouped transform used on GPUs gives exactly what the CPU's per-tile loop gives.
     code = flip_w.long() * 8 + flip_h.long() * 4 + k
-    assert torch.equal(_dihedral(torch.from_numpy(tiles), code, gather=True), out)
+    assert torch.equal(_dihedral(torch.from_numpy(tiles), code, grouped=True), out)
+    # Inside a bf16 autocast region (a GPU training step) the output stays float32 and exact.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        jittered = rp.data.TileAugment().batch(torch.from_numpy(tiles), torch.Generator().manual_seed(1))
+    assert jittered.dtype == torch.float32
+    torch.testing.assert_close(jittered, rp.data.TileAugment().batch(torch.from_numpy(tiles),
+                                                                      torch.Generator().manual_seed(1)))
     # Colour alone: the per-tile colour matrix applied with the factors drawn for that tile.
     col = rp.data.TileAugment(flips=False, rot90=False, brightness=0.2, contrast=0.3, saturation=0.2, hue=0.05)
     out = col.batch(torch.from_numpy(tiles), torch.Generator().manual_seed(7), value_range=(-1, 1))

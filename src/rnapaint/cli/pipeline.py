@@ -6,8 +6,10 @@ directory) and writes its result atomically: a run that fails leaves no half-wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,17 @@ def _fail(msg: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _read_units(path: Path):
-    """An ``.h5ad``, or a CSV/TSV table whose first column names the units."""
+@contextlib.contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn the library's errors about the input into one line on stderr and exit code 2."""
+    try:
+        yield
+    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:
+        _fail(f"{type(e).__name__}: {e}")
+
+
+def _read_units(path: Path, tables: bool = False):
+    """An ``.h5ad``, or (with ``tables``) a CSV/TSV table whose first column names the units."""
     import anndata as ad
     import pandas as pd
 
@@ -32,32 +43,38 @@ def _read_units(path: Path):
     try:
         if path.suffix.lower() == ".h5ad":
             return ad.read_h5ad(path)
-        if any(s in suffixes for s in (".csv", ".tsv", ".txt")):
+        if tables and any(s in suffixes for s in (".csv", ".tsv", ".txt")):
             sep = "\t" if ".tsv" in suffixes or ".txt" in suffixes else ","
             obs = pd.read_csv(path, sep=sep, index_col=0)
             obs.index = obs.index.astype(str)
             return ad.AnnData(obs=obs)
     except Exception as e:  # h5py / pandas errors say little about which file
         _fail(f"cannot read {path}: {e}")
-    _fail(f"{path}: expected an .h5ad file or a .csv/.tsv table of units.")
+    _fail(f"{path}: expected an .h5ad file{' or a .csv/.tsv table of units' if tables else ''}.")
 
 
-def _write_h5ad_atomic(adata, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}.h5ad")
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a hidden file beside ``path`` (same suffix), then move it into place."""
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
-        adata.write_h5ad(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _key_values(pairs: list[str] | None, what: str) -> dict[str, Any]:
-    """``["width=16", "upsample=\"resize\""]`` → ``{"width": 16, "upsample": "resize"}`` (values as JSON)."""
+def _key_values(pairs: list[str] | None, what: str, reserved: dict[str, str] | None = None) -> dict[str, Any]:
+    """``["width=16", "upsample=\"resize\""]`` → ``{"width": 16, "upsample": "resize"}`` (values as JSON).
+
+    ``reserved`` maps keys that have their own option to that option's name.
+    """
     out: dict[str, Any] = {}
     for p in pairs or []:
         key, sep, value = p.partition("=")
         if not sep or not key:
             _fail(f"{what} takes KEY=VALUE, got {p!r}.")
+        if reserved and key in reserved:
+            _fail(f"set {key} with {reserved[key]}, not {what}.")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -92,12 +109,13 @@ def tile(
     """Cut whole-slide images into tissue tiles (resumable: finished slides are skipped)."""
     import rnapaint as rp
 
-    adata = _read_units(units)
+    adata = _read_units(units, tables=True)
     if slide_key not in adata.obs:
         _fail(f"{units} has no {slide_key!r} column; its columns are {list(adata.obs.columns)}.")
-    rp.pp.tile_slides(adata, slide_key=slide_key, store=store, tile_size=tile_size, mpp=mpp,
-                      max_tiles=max_tiles or None, max_background=max_background, seed=seed, n_jobs=jobs,
-                      slide_mpp=slide_mpp)
+    with _clear_errors():
+        rp.pp.tile_slides(adata, slide_key=slide_key, store=store, tile_size=tile_size, mpp=mpp,
+                          max_tiles=max_tiles or None, max_background=max_background, seed=seed, n_jobs=jobs,
+                          slide_mpp=slide_mpp)
     s = rp.data.TileStore.open(store)
     typer.echo(f"{len(s)} tiles from {len(s.done_slides)} slides in {store}; {len(s.failures)} slides failed.")
     for row in s.failures.itertuples(index=False):
@@ -134,14 +152,18 @@ def train(
     if out.exists() and not overwrite:
         _fail(f"{out} exists; pass --overwrite to replace it.")
     adata = _read_units(expression)
-    model_kw, train_kw = _key_values(model_arg, "--model-arg"), _key_values(train_arg, "--train-arg")
+    reserved = {"seed": "--seed", "batch_size": "--batch-size", "split_key": "--split-key", "save_path": "--out",
+                "max_epochs": "--max-epochs"}
+    model_kw = _key_values(model_arg, "--model-arg", reserved)
+    train_kw = _key_values(train_arg, "--train-arg", reserved)
     if batch_size is not None:
         train_kw["batch_size"] = batch_size
     if method == "vae":
-        if tiles is not None:
-            _fail("--tiles is for the generators; a β-VAE learns from expression alone.")
-        rp.tl.vae(adata, max_epochs=max_epochs, seed=seed, split_key=split_key, save_path=out,
-                  **model_kw, **train_kw)
+        if tiles is not None or max_steps is not None or minutes is not None:
+            _fail("--tiles, --max-steps and --minutes are for the generators; a β-VAE takes --max-epochs.")
+        with _clear_errors():
+            rp.tl.vae(adata, max_epochs=max_epochs, seed=seed, split_key=split_key, save_path=out,
+                      **model_kw, **train_kw)
         info = adata.uns["vae"]["train_info"]
         typer.echo(f"Saved {rp.tl.get_model(adata, 'vae')!r} to {out}; {info['epochs']} epochs, best validation "
                    f"loss {info['best_val_loss']}.")
@@ -149,19 +171,21 @@ def train(
     if tiles is None:
         _fail(f"--tiles is required for --method {method}.")
     tiles_arg = _tiles(adata, tiles)
-    vae_model = rp.models.BetaVAE.load(vae) if vae is not None else None
+    with _clear_errors():
+        vae_model = rp.models.BetaVAE.load(vae) if vae is not None else None
     if method != "gan" and vae_model is None:
         _fail(f"--method {method} is conditioned on the β-VAE latent: pass --vae (train one with --method vae).")
     if max_steps is not None:
         train_kw["max_steps"] = max_steps
     if minutes is not None:
         train_kw["max_time"] = minutes * 60
-    if max_steps is None and minutes is None:
+    if "max_steps" not in train_kw and "max_time" not in train_kw:
         _fail("give --max-steps or --minutes: generators have no natural end.")
-    if vae_model is not None and "X_vae" not in adata.obsm:
-        adata.obsm["X_vae"] = vae_model.get_latent(adata)
-    rp.tl.train_generator(adata, tiles_arg, method=method, vae=vae_model, split_key=split_key, save_path=out,
-                          model_kwargs=model_kw, seed=seed, **train_kw)
+    with _clear_errors():
+        if vae_model is not None:  # the latent of the β-VAE the model will carry, never a stale one in the file
+            adata.obsm["X_vae"] = vae_model.get_latent(adata)
+        rp.tl.train_generator(adata, tiles_arg, method=method, vae=vae_model, split_key=split_key, save_path=out,
+                              model_kwargs=model_kw, seed=seed, **train_kw)
     info = adata.uns[f"tile_{method}"]["train_info"]
     typer.echo(f"Saved {method} to {out}: {info.get('steps', '?')} steps in {info.get('seconds', 0):.0f} s.")
 
@@ -188,17 +212,19 @@ def generate(
     as_store = out.suffix.lower() == ".zarr"
     if not as_store and out.suffix.lower() != ".h5ad":
         _fail(f"--out must end in .zarr (TileStore) or .h5ad, got {out.name!r}.")
-    m = rp.models.load_model(model)
+    with _clear_errors():
+        m = rp.models.load_model(model)
     kw: dict[str, Any] = {}
     for name, value in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance)):
         if value is not None:
             if not isinstance(m, rp.models.CascadedDiffusion):
                 _fail(f"--{name.split('_')[0]} is a diffusion setting; {model} holds a {type(m).__name__}.")
             kw[name] = value
-    rp.tl.generate(adata, m, n_per_obs=n_per_obs, key_added=key, store=out if as_store else None, seed=seed,
-                   batch_size=batch_size, overwrite=overwrite, **kw)
+    with _clear_errors():
+        rp.tl.generate(adata, m, n_per_obs=n_per_obs, key_added=key, store=out if as_store else None, seed=seed,
+                       batch_size=batch_size, overwrite=overwrite, **kw)
     if not as_store:
-        _write_h5ad_atomic(adata, out)
+        _write_atomic(out, adata.write_h5ad)
     typer.echo(f"{adata.n_obs} × {n_per_obs} tiles of {m.config['image_size']} px in {out}.")
 
 
@@ -211,6 +237,8 @@ def evaluate(
     label_key: str | None = typer.Option(None, help="obs column for condition fidelity (cluster, section...)."),
     rep: str = typer.Option("X_vae", help="obsm key of the condition."),
     split_key: str = typer.Option("split", help="obs column with train/test."),
+    vae: Path | None = typer.Option(None, help="β-VAE directory: computes --rep from the expression (e.g. the "
+                                               "generator's own β-VAE, its vae/ folder)."),
     encoder: Path | None = typer.Option(None, help="Trained TileEncoder directory (default: train one)."),
     encoder_epochs: int = typer.Option(30, help="SimCLR epochs when no --encoder is given."),
     mpp: float | None = typer.Option(None, help="µm per pixel of the tiles (nuclei sizes)."),
@@ -222,19 +250,14 @@ def evaluate(
     import rnapaint as rp
 
     adata = _read_units(data)
-    enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None
-    try:
+    with _clear_errors():
+        enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None
+        if vae is not None:
+            adata.obsm[rep] = rp.models.BetaVAE.load(vae).get_latent(adata)
         report = rp.tl.evaluate(adata, generated, tiles_key=tiles_key, label_key=label_key, rep=rep,
                                 split_key=split_key, encoder=enc, encoder_kwargs={"epochs": encoder_epochs},
                                 inception=inception, mpp=mpp, n_boot=n_boot, seed=seed)
-    except ValueError as e:
-        _fail(str(e))
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    try:
-        report.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if figure is not None:
-        rp.pl.evaluation(report, show=False, save=figure)
+    if figure is not None:  # the figure first: a failed plot writes no report either
+        _write_atomic(figure, lambda p: rp.pl.evaluation(report, show=False, save=p))
+    _write_atomic(out, lambda p: report.to_csv(p, index=False))
     typer.echo(report.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -9,7 +9,6 @@ only the reading and sends uint8 across processes and to the GPU, a quarter of t
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -124,10 +123,18 @@ class TileAugment:
         Returns
         -------
         ``(B, 3, H, W)`` float32 in ``value_range``, channels-first: the same transforms as
-        :meth:`__call__` (flips, 90° rotations, one colour matrix per tile), drawn per tile.
+        :meth:`__call__` (flips, 90° rotations, one colour matrix per tile), drawn per tile. Always
+        float32, also inside an autocast region (a training step under bf16-mixed precision).
         """
         if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype != torch.uint8:
             raise ValueError(f"batch() takes uint8 tiles (B, H, W, 3), got {tiles.dtype} {tuple(tiles.shape)}.")
+        # Training steps run under autocast: the colour matmuls would come out in bf16 (±3 grey
+        # levels, and bf16 images downstream), so the augmentation opts out.
+        with torch.autocast(tiles.device.type, enabled=False):
+            return self._batch(tiles, generator, value_range)
+
+    def _batch(self, tiles: torch.Tensor, generator: torch.Generator | None,
+               value_range: tuple[float, float]) -> torch.Tensor:
         n, hgt, wid = tiles.shape[:3]
         flip_w = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
         flip_h = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
@@ -135,7 +142,7 @@ class TileAugment:
         if self.rot90 and hgt != wid:
             raise ValueError(f"90° rotations need square tiles, got {hgt}×{wid}.")
         code = flip_w.long() * 8 + flip_h.long() * 4 + k
-        out = _dihedral(tiles, code, gather=tiles.is_cuda)
+        out = _dihedral(tiles, code, grouped=tiles.is_cuda)
         if self._jitters:
             m, offset_scale = colour_parameters(self, n, generator)
             out = apply_colour(out, m, offset_scale).clamp_(0.0, 1.0)
@@ -145,30 +152,25 @@ class TileAugment:
         return out.contiguous()
 
 
-@functools.lru_cache(maxsize=8)
-def _dihedral_maps(size: int, device: str) -> torch.Tensor:
-    """``(16, size²)`` source pixel of every output pixel for each code ``8·flip_w + 4·flip_h + k``."""
-    base = torch.arange(size * size).view(size, size)
-    maps = []
-    for c in range(16):
-        y = base.flip(1) if c & 8 else base
-        y = y.flip(0) if c & 4 else y
-        maps.append(torch.rot90(y, c & 3, dims=(0, 1)).reshape(-1))
-    return torch.stack(maps).to(device)
-
-
-def _dihedral(tiles: torch.Tensor, code: torch.Tensor, gather: bool) -> torch.Tensor:
+def _dihedral(tiles: torch.Tensor, code: torch.Tensor, grouped: bool) -> torch.Tensor:
     """Flip/rotate each uint8 tile ``(n, H, W, 3)`` by its ``code`` → float ``(n, 3, H, W)`` in [0, 1].
 
-    ``gather=True`` does all tiles in one gather kernel (for a GPU, where per-tile launches would
-    dominate); otherwise a loop of per-tile views and one copy each (faster on a CPU).
+    ``code = 8·flip_w + 4·flip_h + k`` (k quarter turns). ``grouped=True`` transforms all tiles
+    with the same code at once (at most 16 groups: a few dozen kernels a batch on a GPU, where
+    per-tile launches would dominate); otherwise a loop of per-tile views and one copy each (faster
+    on a CPU). Both give identical results.
     """
     n, hgt, wid = tiles.shape[:3]
-    if gather:
-        idx = _dihedral_maps(hgt, str(tiles.device))[code.to(tiles.device)]  # (n, H·W)
-        flat = tiles.reshape(n, hgt * wid, 3).gather(1, idx[..., None].expand(-1, -1, 3))
-        return flat.view(n, hgt, wid, 3).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     out = torch.empty((n, 3, hgt, wid), dtype=torch.float32, device=tiles.device)
+    if grouped:
+        for c in torch.unique(code).tolist():
+            rows = torch.nonzero(code == c).flatten().to(tiles.device)
+            y = tiles.index_select(0, rows)
+            y = y.flip(2) if c & 8 else y
+            y = y.flip(1) if c & 4 else y
+            y = torch.rot90(y, c & 3, dims=(1, 2)) if c & 3 else y
+            out.index_copy_(0, rows, y.permute(0, 3, 1, 2).float())
+        return out.div_(255.0)
     for i, c in enumerate(code.tolist()):
         y = tiles[i].flip(1) if c & 8 else tiles[i]
         y = y.flip(0) if c & 4 else y

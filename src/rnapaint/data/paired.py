@@ -169,8 +169,9 @@ class PairedTiles(Dataset):
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """A CPU generator for one training step's augmentation, from (seed, step, rank).
 
-    Seeded per step rather than carried along, so a run resumed from a checkpoint at step ``k``
-    draws the same augmentations from step ``k`` on as the uninterrupted run.
+    Seeded per step rather than carried along, so augmentation needs no state in a checkpoint: a
+    run resumed at step ``k`` draws from step ``k``'s stream. (The loader is reseeded on resume,
+    so the tiles those draws fall on differ from the uninterrupted run's.)
     """
     state = np.random.SeedSequence([int(seed), int(step), int(rank), 0x617567]).generate_state(2, np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))

@@ -87,6 +87,8 @@ class DiffusionTrainingPlan(pl.LightningModule):
         images = batch["image"]
         if images.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
             images = self._finish(images, step_generator(self.seed, self.step, self.global_rank))
+            if self._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: cast)
+                images = self.trainer.precision_plugin.convert_input(images)
         n = len(images)
         device = images.device
         if self.stage == "base":

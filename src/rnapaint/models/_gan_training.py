@@ -80,6 +80,8 @@ class GANTrainingPlan(pl.LightningModule):
         real = batch["image"]
         if real.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
             real = self._finish(real, step_generator(self.seed, self.step, self.global_rank))
+            if self._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: cast)
+                real = self.trainer.precision_plugin.convert_input(real)
         real = real.to(memory_format=self.memory_format)
         cond = batch["condition"] if self.config["condition"] else None
         proj = cond if self.config["projection"] else None
