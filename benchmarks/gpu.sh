@@ -23,7 +23,7 @@ export PYTHONPATH=/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 case $what in
   bench)
-    timeout 240 python3 benchmarks/gan.py --compile --json "$out/gan.json" 2>&1 | grep -v Warning || true
+    timeout 420 python3 benchmarks/gan.py --compile --json "$out/gan.json" 2>&1 | grep -v Warning || true
     timeout 150 python3 benchmarks/vae.py --device cuda --lightning --json "$out/vae.json" 2>&1 | tail -25 || true
     timeout 150 python3 benchmarks/tiles.py --slide .gpu_data/CMU-1-Small-Region.svs --jobs 1 4 8 \
       --workers 1 4 8 15 --json "$out/tiles.json" 2>&1 | tail -16 || true

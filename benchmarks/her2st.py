@@ -166,7 +166,7 @@ def train(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     model.train(max_steps=10**9, max_time=args.minutes * 60, batch_size=args.batch_size, n_critic=5,
-                num_workers=args.workers, progress_bar=False, seed=0)
+                num_workers=args.workers, progress_bar=False, seed=0, gp_every=args.gp_every)
     seconds = time.perf_counter() - t0
     info = dict(model.train_info)
     record = {
@@ -452,6 +452,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="cdm only")
     p.add_argument("--compile", action="store_true", help="cdm only: torch.compile the denoisers")
     p.add_argument("--tiny", action="store_true", help="cdm only: a CPU smoke run of the script")
+    p.add_argument("--gp-every", type=int, default=1, help="gan/rnagan: lazy gradient penalty every k critic steps")
     p.add_argument("--out", required=True)
     p = sub.add_parser("enrich")
     p.add_argument("--dir", default=".gpu_data")

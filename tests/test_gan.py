@@ -196,3 +196,24 @@ def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
         other.train(max_steps=10, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
     fig = rp.pl.history(m)
     assert {ax.get_title() for ax in fig.axes} >= {"critic loss", "gradient penalty"}
+
+
+def test_lazy_gradient_penalty_runs_every_k_steps(toy, monkeypatch):
+    import rnapaint.models._gan_training as training
+
+    calls = []
+    real_gp = training.gradient_penalty
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real_gp(*args, **kwargs)
+
+    monkeypatch.setattr(training, "gradient_penalty", counting)
+    small = toy[:64].copy()
+    for every, expected in ((1, 6), (3, 2)):
+        calls.clear()
+        m = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
+        m.train(max_steps=6, batch_size=16, num_workers=0, progress_bar=False, gp_every=every)
+        assert len(calls) == expected and m.train_info["gp_every"] == every
+    with pytest.raises(ValueError, match="gp_every"):
+        m.train(max_steps=1, gp_every=0)

@@ -139,7 +139,7 @@ class TileGAN:
               strategy: str = "auto", precision: str | None = None, channels_last: bool | None = None,
               compile: bool = False, num_workers: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 500, resume: bool = True, max_time: float | None = None, seed: int = 0,
-              progress_bar: bool = True) -> TileGAN:
+              progress_bar: bool = True, gp_every: int = 1) -> TileGAN:
         """Train with WGAN-GP (per-sample gradient penalty) and an EMA copy of the generator.
 
         Parameters
@@ -171,7 +171,14 @@ class TileGAN:
             Seeds weights, batches, augmentations and noise.
         progress_bar
             Show Lightning's progress bar.
+        gp_every
+            Compute the gradient penalty on every ``gp_every``-th critic step only, weighted by
+            ``gp_every`` (lazy regularisation, as StyleGAN2 does for its R1 penalty): the penalty's
+            double backward is the costliest part of a critic step. 1 (every step) is WGAN-GP as
+            published.
         """
+        if int(gp_every) < 1:
+            raise ValueError(f"gp_every must be ≥ 1, got {gp_every}.")
         if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
             raise ValueError(f"This {type(self).__name__} was loaded from disk and has no training data: build "
                              "a new one from adata and tiles to train (pass checkpoint_dir to resume a run).")
@@ -202,7 +209,8 @@ class TileGAN:
             logger.info(f"Resuming {self!r} from step {start} ({ckpt}).")
         loader = tile_loader(self.dataset, batch_size=min(batch_size, len(self.dataset)), num_workers=num_workers,
                              seed=seed + start)
-        plan = GANTrainingPlan(self, n_critic=n_critic, gp_lambda=gp_lambda, lr_g=lr_g, lr_d=lr_d, betas=betas,
+        plan = GANTrainingPlan(self, n_critic=n_critic, gp_lambda=gp_lambda, gp_every=int(gp_every), lr_g=lr_g,
+                               lr_d=lr_d, betas=betas,
                                ema_decay=ema_decay, channels_last=on_gpu if channels_last is None else channels_last,
                                compile=compile, start_step=start, resume_state=resume_state, seed=seed)
         history = History()
@@ -229,7 +237,8 @@ class TileGAN:
         self.generator, self.critic, self.ema = (m.cpu() for m in (plan.generator, plan.critic, plan.ema))
         self.history = {k: v for k, v in history.history.items()}
         self.train_info = {"steps": int(plan.step), "resumed_from": start, "seconds": time.perf_counter() - t0,
-                           "batch_size": batch_size, "n_critic": n_critic, "gp_lambda": gp_lambda, "lr_g": lr_g,
+                           "batch_size": batch_size, "n_critic": n_critic, "gp_lambda": gp_lambda,
+                           "gp_every": int(gp_every), "lr_g": lr_g,
                            "lr_d": lr_d, "seed": seed, "precision": str(trainer.precision),
                            "n_tiles": len(self.dataset)}
         self.is_trained = True
