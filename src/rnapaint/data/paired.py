@@ -173,5 +173,5 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     run resumed at step ``k`` draws from step ``k``'s stream. (The loader is reseeded on resume,
     so the tiles those draws fall on differ from the uninterrupted run's.)
     """
-    state = np.random.SeedSequence([int(seed), int(step), int(rank), 0x617567]).generate_state(2, np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+    word = np.random.SeedSequence([int(seed), int(step), int(rank), 0x617567]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(word >> np.uint64(1)))

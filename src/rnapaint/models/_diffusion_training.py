@@ -9,9 +9,9 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from ..data.paired import step_generator
 from ..io.model_files import save_model_files
 from ._optim_state import flatten_optimizer, restore_optimizer
+from ._training import device_images
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -85,10 +85,7 @@ class DiffusionTrainingPlan(pl.LightningModule):
         for group in self.optimizers().optimizer.param_groups:  # linear warm-up, then constant (resumable)
             group["lr"] = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup_steps))
         images = batch["image"]
-        if images.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
-            images = self._finish(images, step_generator(self.seed, self.step, self.global_rank))
-            if self._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: cast)
-                images = self.trainer.precision_plugin.convert_input(images)
+        images = device_images(self, images)  # augment_on="device": augmented and scaled here, on the GPU
         n = len(images)
         device = images.device
         if self.stage == "base":

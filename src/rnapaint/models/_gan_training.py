@@ -8,10 +8,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from ..data.paired import step_generator
 from ..io.model_files import save_model_files
 from ..nn.dcgan import gradient_penalty
 from ._optim_state import flatten_optimizer, restore_optimizer
+from ._training import device_images
 
 
 class GANTrainingPlan(pl.LightningModule):
@@ -80,12 +80,8 @@ class GANTrainingPlan(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
-        real = batch["image"]
-        if real.dtype == torch.uint8:  # augment_on="device": augment and scale here, on the GPU
-            real = self._finish(real, step_generator(self.seed, self.step, self.global_rank))
-            if self._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: cast)
-                real = self.trainer.precision_plugin.convert_input(real)
-        real = real.to(memory_format=self.memory_format)
+        # augment_on="device": augmented and scaled here, on the GPU
+        real = device_images(self, batch["image"]).to(memory_format=self.memory_format)
         cond = batch["condition"] if self.config["condition"] else None
         proj = cond if self.config["projection"] else None
         z = self._input(batch["condition"])

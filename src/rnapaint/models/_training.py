@@ -94,3 +94,20 @@ class StopAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if pl_module.step >= self.max_steps:
             trainer.should_stop = True
+
+
+def device_images(plan: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
+    """The training step's images: uint8 batches (``augment_on="device"``) augmented and scaled here.
+
+    ``plan`` has ``_finish`` (the dataset's :meth:`~rnapaint.data.PairedTiles.finish`), ``seed`` and
+    ``step``; the augmentation is seeded from (seed, step, rank), so a resumed run needs no state for
+    it. Float batches (``augment_on="worker"``) pass through.
+    """
+    from ..data.paired import step_generator
+
+    if images.dtype != torch.uint8:
+        return images
+    images = plan._finish(images, step_generator(plan.seed, plan.step, plan.global_rank))
+    if plan._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: a cast)
+        images = plan.trainer.precision_plugin.convert_input(images)
+    return images
