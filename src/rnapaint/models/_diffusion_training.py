@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..io.model_files import save_model_files
 from ._optim_state import flatten_optimizer, restore_optimizer
-from ._training import device_images
+from ._training import decorrelate_ranks, device_images
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -73,6 +73,7 @@ class DiffusionTrainingPlan(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.ema.to(self.device)
+        decorrelate_ranks(self)
         if self._resume_state is not None:
             tensors, meta = self._resume_state
             if "opt" not in meta:

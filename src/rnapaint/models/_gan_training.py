@@ -11,7 +11,7 @@ import torch
 from ..io.model_files import save_model_files
 from ..nn.dcgan import gradient_penalty
 from ._optim_state import flatten_optimizer, restore_optimizer
-from ._training import device_images
+from ._training import decorrelate_ranks, device_images
 
 
 class GANTrainingPlan(pl.LightningModule):
@@ -58,6 +58,7 @@ class GANTrainingPlan(pl.LightningModule):
         return opt_g, opt_d
 
     def on_train_start(self) -> None:
+        decorrelate_ranks(self)  # the penalty's interpolation weights come from the global stream
         if self._resume_state is not None:
             tensors, meta = self._resume_state
             if "opt_g" not in meta or "opt_d" not in meta:
@@ -71,7 +72,8 @@ class GANTrainingPlan(pl.LightningModule):
         from .tile_gan import condition_stats, make_input
 
         if self._noise is None:  # on the training device: no host round trip (and GPU sync) per step
-            self._noise = torch.Generator(device=self.device).manual_seed(self._noise_seed)
+            # Each DDP rank draws its own noise (rank 0's stream is the single-process one).
+            self._noise = torch.Generator(device=self.device).manual_seed(self._noise_seed + 7_919 * self.global_rank)
             self._stats = condition_stats(self.config, self.device)
         return make_input(cond, self.config, len(cond), self._noise, self._stats)
 

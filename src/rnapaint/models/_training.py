@@ -111,3 +111,29 @@ def device_images(plan: pl.LightningModule, images: torch.Tensor) -> torch.Tenso
     if plan._trainer is not None:  # what Lightning does to float inputs (bf16-true etc.: a cast)
         images = plan.trainer.precision_plugin.convert_input(images)
     return images
+
+
+def ddp_with_unused_parameters(strategy):
+    """The DDP variant that tolerates parameters a backward pass does not reach (GANs, manual optimisation).
+
+    A critic step never reaches the generator's weights, so plain ``"ddp"`` stops with "parameters
+    that were not used in producing the loss"; its ``*_find_unused_parameters_true`` twin is what
+    Lightning asks for. Other strategies (and strategy objects) pass through.
+    """
+    if isinstance(strategy, str) and strategy.startswith("ddp") and "find_unused" not in strategy:
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
+def decorrelate_ranks(plan: pl.LightningModule) -> None:
+    """Give each DDP rank its own global torch RNG stream, from (seed, step, rank).
+
+    ``seed_everything`` seeds every rank alike (so that the initial weights agree); without this,
+    every rank would draw the same timesteps, noise and penalty interpolations for its own images.
+    A single process keeps its stream untouched.
+    """
+    if plan.trainer.world_size > 1:
+        import numpy as np
+
+        state = np.random.SeedSequence([int(plan.seed), int(plan.step), int(plan.global_rank), 0x646470])
+        torch.manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))

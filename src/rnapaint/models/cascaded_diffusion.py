@@ -194,7 +194,8 @@ class CascadedDiffusion:
         ema_decay
             Highest decay of the EMA weights (with warm-up) that :meth:`generate` samples from.
         accelerator, devices, strategy, precision
-            Lightning settings (``strategy="ddp"`` for several GPUs); precision defaults to
+            Lightning settings (``strategy="ddp"`` for several GPUs; each rank draws its own
+            batches, timesteps and noise); precision defaults to
             ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU.
         channels_last
             Channels-last memory format (default on a GPU).

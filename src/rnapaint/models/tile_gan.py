@@ -153,8 +153,9 @@ class TileGAN:
         ema_decay
             Decay of the generator's exponential moving average (what :meth:`generate` samples from).
         accelerator, devices, strategy, precision
-            Lightning settings (``strategy="ddp"`` for several GPUs); precision defaults to
-            ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU.
+            Lightning settings (``strategy="ddp"`` for several GPUs: its ``find_unused_parameters``
+            form is used, as a critic step leaves the generator out; each rank draws its own noise
+            and batches); precision defaults to ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU.
         channels_last
             Channels-last memory format (default on a GPU).
         compile
@@ -186,7 +187,7 @@ class TileGAN:
 
         from ..data.loader import tile_loader
         from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint
-        from ._training import History, StopAt, default_precision, quiet_lightning
+        from ._training import History, StopAt, ddp_with_unused_parameters, default_precision, quiet_lightning
 
         quiet_lightning()
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -219,7 +220,7 @@ class TileGAN:
             callbacks.append(SafetensorsCheckpoint(self, ckpt, checkpoint_every))
         trainer = pl.Trainer(
             max_steps=-1, max_epochs=10**9, max_time={"seconds": max_time} if max_time else None,
-            accelerator=accelerator, devices=devices, strategy=strategy,
+            accelerator=accelerator, devices=devices, strategy=ddp_with_unused_parameters(strategy),
             precision=precision or default_precision(accelerator), callbacks=callbacks, logger=False,
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
             deterministic=not on_gpu, log_every_n_steps=1,
