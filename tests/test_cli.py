@@ -74,11 +74,16 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     assert "X_vae" not in gen.obsm
     _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "report.csv",
          "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5", "--label-key", "group",
-         "--vae", gan / "vae")
+         "--vae", gan / "vae", "--contrast", "X_tiles,X_tiles")
     report = pd.read_csv(tmp_path / "report.csv")
     assert {"X_tiles", "real (held out)", "nearest neighbour"} <= set(report["method"])
     assert {"KID (encoder)", "condition fidelity"} <= set(report["metric"])
     assert (tmp_path / "eval.png").stat().st_size > 0
+    same = report[report["metric"] == "condition fidelity, A − B (paired)"]
+    assert list(same["method"]) == ["X_tiles − X_tiles"] and same["value"].iloc[0] == 0
+    res = _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "r2.csv",
+               "--contrast", "X_tiles", code=2)
+    assert "A,B" in res.output and not (tmp_path / "r2.csv").exists()
 
 
 def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):

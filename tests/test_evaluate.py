@@ -45,6 +45,23 @@ def test_evaluate_separates_faithful_from_blind(toy, tmp_path):
     assert (tmp_path / "eval.png").stat().st_size > 10_000 and len(fig.axes) >= report["metric"].nunique()
 
 
+def test_evaluate_contrast_is_paired_difference(toy, tmp_path):
+    report = rp.tl.evaluate(toy, ["faithful", "blind"], label_key="group", encoder=ColourStats(), nuclei=False,
+                            n_boot=50, contrasts=[("faithful", "blind"), ("blind", "faithful")])
+    rows = report[report["metric"] == "condition fidelity, A − B (paired)"].set_index("method")
+    v = report.set_index(["method", "metric"])["value"]
+    gap = v["faithful", "condition fidelity"] - v["blind", "condition fidelity"]
+    assert rows.loc["faithful − blind", "value"] == pytest.approx(gap)
+    assert rows.loc["faithful − blind", "ci_low"] > 0 and rows.loc["faithful − blind", "p_value"] < 0.01
+    assert rows.loc["blind − faithful", "ci_high"] < 0 and rows.loc["blind − faithful", "p_value"] > 0.99
+    assert report.loc[report["metric"] != "condition fidelity, A − B (paired)", "p_value"].isna().all()
+    rp.pl.evaluation(report, save=tmp_path / "eval.png", show=False)
+    with pytest.raises(ValueError, match="label_key"):
+        rp.tl.evaluate(toy, ["faithful", "blind"], encoder=ColourStats(), contrasts=[("faithful", "blind")])
+    with pytest.raises(ValueError, match="pairs of keys"):
+        rp.tl.evaluate(toy, ["faithful"], label_key="group", encoder=ColourStats(), contrasts=[("faithful", "x")])
+
+
 def test_evaluate_bad_input(toy):
     with pytest.raises(ValueError, match="no generated tiles"):
         rp.tl.evaluate(toy, ["nope"], encoder=ColourStats())

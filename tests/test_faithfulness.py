@@ -60,3 +60,33 @@ def test_retrieval_finds_the_source_only_when_images_carry_it():
     assert blind.n_queries == 100 and blind.top1 < 0.1 and blind.top5 < 0.3
     with pytest.raises(ValueError, match="multiple"):
         rp.metrics.retrieval(ex_tr, im_tr, ex_q, im_q[:49])
+
+
+def test_fidelity_difference_is_paired_over_units():
+    xr, yr = _labelled(300, 0, sep=0.6)  # overlapping classes: fidelity well below 1
+    rng = np.random.default_rng(5)
+    units = rng.integers(0, 3, 150)
+    y_units = np.array([f"c{v}" for v in units])
+    centres = np.random.default_rng(99).standard_normal((3, 16)) * 0.6
+
+    def paint(faithful: float, seed: int, k: int = 2) -> np.ndarray:
+        """k tiles per unit, unit-major; a share `faithful` of units painted from their own class."""
+        r = np.random.default_rng(seed)
+        cls = np.where(r.random(len(units)) < faithful, units, r.integers(0, 3, len(units)))
+        return (np.repeat(centres[cls], k, axis=0) + r.standard_normal((len(units) * k, 16))).astype(np.float32)
+
+    good, weak = paint(0.9, 1), paint(0.5, 2)
+    d = rp.metrics.fidelity_difference(xr, yr, good, weak, y_units, seed=0)
+    assert d.difference == pytest.approx(d.accuracy_a - d.accuracy_b)
+    assert d.difference > 0 and d.ci_low > 0 and d.p_not_greater < 0.01 and d.n_units == 150
+    # the accuracies agree with the unpaired metric on the same tiles
+    assert d.accuracy_a == pytest.approx(rp.metrics.condition_fidelity(xr, yr, good, y_units).accuracy)
+    # two draws of the same generator: no difference to find
+    same = rp.metrics.fidelity_difference(xr, yr, good, paint(0.9, 3, k=4), y_units, seed=0)
+    assert same.ci_low < 0 < same.ci_high and 0.05 < same.p_not_greater < 0.95
+    flipped = rp.metrics.fidelity_difference(xr, yr, weak, good, y_units, seed=0)
+    assert flipped.difference == pytest.approx(-d.difference) and flipped.p_not_greater > 0.99
+    with pytest.raises(ValueError, match="whole number"):
+        rp.metrics.fidelity_difference(xr, yr, good[:-1], weak, y_units)
+    with pytest.raises(ValueError, match="never occur"):
+        rp.metrics.fidelity_difference(xr, yr, good, weak, np.full(150, "c9"))

@@ -245,10 +245,15 @@ def evaluate(
     inception: bool = typer.Option(False, help="Also KID/FID with the FID Inception (needs rnapaint[fid])."),
     n_boot: int = typer.Option(100, help="Bootstrap resamples."),
     seed: int = typer.Option(0, help="Random seed."),
+    contrast: list[str] = typer.Option([], help="A,B (two --generated keys): the paired condition-fidelity "
+                                                "difference A − B with its interval; repeatable."),
 ) -> None:
     """Score generated tiles against held-out real ones, with the real and nearest-neighbour baselines."""
     import rnapaint as rp
 
+    pairs = [tuple(c.split(",")) for c in contrast]
+    if any(len(pr) != 2 for pr in pairs):
+        _fail(f"--contrast takes two obsm keys separated by a comma (A,B), got {contrast}.")
     adata = _read_units(data)
     with _clear_errors():
         enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None
@@ -256,7 +261,7 @@ def evaluate(
             adata.obsm[rep] = rp.models.BetaVAE.load(vae).get_latent(adata)
         report = rp.tl.evaluate(adata, generated, tiles_key=tiles_key, label_key=label_key, rep=rep,
                                 split_key=split_key, encoder=enc, encoder_kwargs={"epochs": encoder_epochs},
-                                inception=inception, mpp=mpp, n_boot=n_boot, seed=seed)
+                                inception=inception, mpp=mpp, n_boot=n_boot, seed=seed, contrasts=pairs)
     if figure is not None:  # the figure first: a failed plot writes no report either
         _write_atomic(figure, lambda p: rp.pl.evaluation(report, show=False, save=p))
     _write_atomic(out, lambda p: report.to_csv(p, index=False))

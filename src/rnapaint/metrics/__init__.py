@@ -1,12 +1,19 @@
 """Metrics: how faithful a representation or a generated sample is."""
 
-from .faithfulness import FidelityScore, RetrievalScore, condition_fidelity, retrieval
+from .faithfulness import (
+    FidelityDifference,
+    FidelityScore,
+    RetrievalScore,
+    condition_fidelity,
+    fidelity_difference,
+    retrieval,
+)
 from .knn import knn_accuracy, knn_predict
 from .nuclei import compare_nuclei, nuclei, segment_nuclei
 from .realism import RealismScore, fid, kid, realism_by_group, tile_features
 
 __all__ = [
-    "FidelityScore", "RealismScore", "RetrievalScore", "compare_nuclei", "condition_fidelity",
-    "fid", "kid", "knn_accuracy", "knn_predict", "nuclei", "realism_by_group", "retrieval", "segment_nuclei",
-    "tile_features",
+    "FidelityDifference", "FidelityScore", "RealismScore", "RetrievalScore", "compare_nuclei", "condition_fidelity",
+    "fid", "fidelity_difference", "kid", "knn_accuracy", "knn_predict", "nuclei", "realism_by_group", "retrieval",
+    "segment_nuclei", "tile_features",
 ]

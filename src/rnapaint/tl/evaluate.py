@@ -35,6 +35,7 @@ def evaluate(
     mpp: float | None = None,
     n_boot: int = 100,
     seed: int = 0,
+    contrasts: Sequence[tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """Score generated tiles against real held-out tiles, with the real and nearest-neighbour baselines.
 
@@ -65,6 +66,12 @@ def evaluate(
         µm per pixel of the tiles, for nuclei sizes.
     n_boot, seed
         Bootstrap resamples for the intervals.
+    contrasts
+        Pairs ``(a, b)`` of ``keys``: adds the metric ``"condition fidelity, A − B (paired)"`` for
+        method ``"a − b"``, the difference with a bootstrap interval over the test units both
+        painted (:func:`rnapaint.metrics.fidelity_difference`), ``chance`` 0 (no difference) and a
+        ``p_value`` column: the one-sided bootstrap p-value that A is not more faithful. Needs
+        ``label_key``.
 
     Returns
     -------
@@ -72,7 +79,7 @@ def evaluate(
     :func:`rnapaint.pl.evaluation`.
     """
     from ..metrics import compare_nuclei as _compare_nuclei
-    from ..metrics import condition_fidelity, fid, kid, retrieval
+    from ..metrics import condition_fidelity, fid, fidelity_difference, kid, retrieval
     from ..metrics import nuclei as _nuclei
     from ..models import TileEncoder
 
@@ -97,6 +104,12 @@ def evaluate(
         raise ValueError(f"Need at least 10 training and 10 test units with real tiles, got {len(tr)} and {len(te)}.")
     z = np.asarray(adata.obsm[rep], np.float32)
     labels = adata.obs[label_key].astype(str).to_numpy() if label_key is not None else None
+    contrasts = [tuple(c) for c in contrasts]
+    bad = [c for c in contrasts if len(c) != 2 or not set(c) <= set(keys)]
+    if bad:
+        raise ValueError(f"contrasts must be pairs of keys {list(keys)}, got {bad}.")
+    if contrasts and labels is None:
+        raise ValueError("contrasts compare condition fidelity: pass label_key.")
 
     if encoder is None:
         kw = {"epochs": 30, "batch_size": 128, "progress_bar": False, "seed": seed, **(encoder_kwargs or {})}
@@ -157,6 +170,11 @@ def evaluate(
             cmp = _compare_nuclei(ref_nuc, nuc)
             for _, row in cmp.iterrows():
                 add(name, f"nuclei {row['feature']} (Wasserstein)", row["wasserstein"])
+    for a, b in contrasts:
+        d = fidelity_difference(train_feats, labels[tr], feats[a], feats[b], labels[te], n_boot=max(n_boot, 200),
+                                seed=seed)
+        add(f"{a} − {b}", "condition fidelity, A − B (paired)", d.difference, d.ci_low, d.ci_high, chance=0.0)
+        rows[-1]["p_value"] = d.p_not_greater
     if inception:
         from ..metrics import tile_features
 
