@@ -21,7 +21,11 @@ Four steps, because the GPU server has no scanpy and only small files come back 
 ``evaluate`` (here)
     Real C5 patches, RNA-GAN, GAN, and the nearest-neighbour baseline through ``rp.tl.evaluate``:
     KID/FID (Inception and rnapaint's tile encoder), condition fidelity (expression clusters),
-    retrieval, nuclei composition. Writes a report CSV, a figure and tile grids.
+    paired fidelity differences between generators, retrieval, nuclei composition. Writes a report
+    CSV, a figure and tile grids.
+``fidelity`` (here)
+    Condition fidelity and the paired generator differences again, with tile encoders trained from
+    several seeds: is a gap between generators larger than the encoder's own spread?
 
 Usage::
 
@@ -29,6 +33,7 @@ Usage::
     python benchmarks/her2st.py enrich --dir .gpu_data
     python benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method rnagan --minutes 8 --out $OUT
     python benchmarks/her2st.py evaluate --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --out benchmarks/out/her2st
+    python benchmarks/her2st.py fidelity --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -377,29 +382,25 @@ def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
     return result
 
 
-def evaluate(args) -> None:
+def _evaluation_data(args):
+    """The expression table with real tiles, the runs' tiles in ``obsm``, ``eval_split`` and fidelity labels.
+
+    Returns ``(adata, keys, immune, c5, train_rows)``: generated-tile keys, immune-enriched tiles,
+    rows of the held-out C5 spots, and rows of the C2–C4 training spots with an image.
+    """
     import anndata as ad
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     adata = ad.read_h5ad(Path(args.dir) / "her2st_expression.h5ad")
     adata.obs["eval_split"] = np.where(adata.obs["section"].isin(TRAIN_SECTIONS), "train",
                                        np.where(adata.obs["section"] == "C5", "test", "none"))
     keys, immune = _load_runs(Path(args.runs), adata)
     c5 = np.flatnonzero((adata.obs["eval_split"] == "test").to_numpy())
-    if args.spots:  # a smoke run on the spots a tiny train step painted
+    if getattr(args, "spots", False):  # a smoke run on the spots a tiny train step painted
         made = np.flatnonzero(adata.obsm[keys[0]].reshape(adata.n_obs, -1).any(1))
         c5 = np.intersect1d(c5, made)
         adata.obs.loc[adata.obs_names[np.setdiff1d(np.flatnonzero(adata.obs["eval_split"] == "test"), c5)],
                       "eval_split"] = "none"
-    mpp = 224 * 0.686 / adata.obsm["tiles"].shape[2]  # 224-px patches at HER2ST's ~0.686 µm/px, resized
-    encoder = rp.models.TileEncoder(stem="large")
-    real = adata.obsm["tiles"]
     train_rows = np.flatnonzero((adata.obs["eval_split"] == "train").to_numpy() & adata.obs["has_image"].to_numpy())
-    t0 = time.perf_counter()
-    encoder.fit(real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=0)
-    print(f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
     if args.label == "epithelial":
         # Labels shared by all sections (HER2ST's clusters were made per section): the spot's stereoscope
         # epithelial share in terciles, cut at the training spots' quantiles — tumour nests vs stroma.
@@ -407,9 +408,34 @@ def evaluate(args) -> None:
         cuts = np.nanquantile(epi[train_rows], [1 / 3, 2 / 3])
         level = np.array(["low", "mid", "high"])[np.searchsorted(cuts, np.nan_to_num(epi))]
         adata.obs["epithelial"] = np.where(np.isnan(epi), "none", level)  # C1 has no proportions
+    return adata, keys, immune, c5, train_rows
+
+
+def _contrasts(keys: list[str]) -> list[tuple[str, str]]:
+    """The paired fidelity comparisons the issues ask for: RNA-GAN against the GAN, RNA-CDM against RNA-GAN."""
+    wanted = [("X_rnagan", "X_gan"), ("X_cdm", "X_rnagan"), ("X_cdm", "X_gan")]
+    return [(a, b) for a, b in wanted if a in keys and b in keys]
+
+
+def _named(method: str) -> str:
+    """Display name of a method or of a contrast ``"a − b"``."""
+    return " − ".join(LABELS.get(part, part) for part in method.split(" − "))
+
+
+def evaluate(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adata, keys, immune, c5, train_rows = _evaluation_data(args)
+    mpp = 224 * 0.686 / adata.obsm["tiles"].shape[2]  # 224-px patches at HER2ST's ~0.686 µm/px, resized
+    encoder = rp.models.TileEncoder(stem="large")
+    real = adata.obsm["tiles"]
+    t0 = time.perf_counter()
+    encoder.fit(real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=0)
+    print(f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
     report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
-                            inception=args.inception, mpp=mpp, n_boot=args.n_boot)
-    report["method"] = report["method"].replace(LABELS)
+                            inception=args.inception, mpp=mpp, n_boot=args.n_boot, contrasts=_contrasts(keys))
+    report["method"] = report["method"].map(_named)
     if "cell_type_proportions" in adata.obsm:
         _composition(adata, report, keys, c5, mpp)
     report.to_csv(out / "report.csv", index=False)
@@ -430,6 +456,47 @@ def evaluate(args) -> None:
         print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out),
                                                                          indent=1))
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
+
+
+def fidelity(args) -> None:
+    """Condition fidelity and the paired differences between generators, once per encoder seed.
+
+    The SimCLR encoder's run-to-run spread is as large as the gap between generators, so the
+    comparison is repeated with encoders trained from several seeds (each scoring all methods on
+    the same C5 spots); a gap that holds its sign in every seed, with paired intervals above 0, is
+    established.
+    """
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    adata, keys, _, _, train_rows = _evaluation_data(args)
+    keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
+    real = adata.obsm["tiles"]
+    frames = []
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        encoder = rp.models.TileEncoder(stem="large").fit(real[train_rows, 0], epochs=args.encoder_epochs,
+                                                          batch_size=128, progress_bar=False, seed=seed)
+        report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
+                                nuclei=False, n_boot=args.n_boot, contrasts=_contrasts(keys), seed=seed)
+        report["method"] = report["method"].map(_named)
+        report["encoder_seed"] = seed
+        frames.append(report)
+        print(f"encoder seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+    import pandas as pd
+
+    report = pd.concat(frames, ignore_index=True)
+    tmp = out / "fidelity.csv.tmp"
+    report.to_csv(tmp, index=False)
+    tmp.replace(out / "fidelity.csv")
+    fid = report[report["metric"].str.startswith("condition fidelity")].copy()
+    fid["cell"] = [f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
+                   + (f" p={p:.3f}" if np.isfinite(p) else "")
+                   for v, lo, hi, p in zip(fid["value"], fid["ci_low"], fid["ci_high"],
+                                           fid.get("p_value", pd.Series(np.nan, index=fid.index)), strict=True)]
+    table = fid.pivot_table(index=["metric", "method"], columns="encoder_seed", values="cell", aggfunc="first",
+                            sort=False)
+    print(table.to_markdown() if hasattr(table, "to_markdown") else table.to_string())
+    print(f"wrote {out / 'fidelity.csv'}")
 
 
 def main() -> None:
@@ -467,8 +534,16 @@ def main() -> None:
     p.add_argument("--label", choices=["cluster", "epithelial"], default="cluster",
                    help="condition-fidelity labels: HER2ST clusters, or terciles of the epithelial share")
     p.add_argument("--spots", action="store_true", help="evaluate only the C5 spots the runs painted (smoke runs)")
+    p = sub.add_parser("fidelity", help="condition fidelity and paired generator differences, per encoder seed")
+    p.add_argument("--dir", default=".gpu_data")
+    p.add_argument("--runs", required=True, help="folder with the train step's outputs")
+    p.add_argument("--out", default="benchmarks/out/her2st_fidelity")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--encoder-epochs", type=int, default=30)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--label", choices=["cluster", "epithelial"], default="epithelial")
     args = ap.parse_args()
-    {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate}[args.cmd](args)
+    {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}[args.cmd](args)
 
 
 if __name__ == "__main__":
