@@ -187,9 +187,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--synthetic",
-        nargs="+",
+        nargs="*",
         default=["toy"],
-        help="one or more NAME=PATHS (comma-separated globs of .npz with a uint8 array 'tiles'), or 'toy'",
+        help="NAME=PATHS (comma-separated globs of .npz with a uint8 array 'tiles') or 'toy', any number; "
+        "none (with --resize) runs only the scratch / random / --real-pretrain arms",
     )
     ap.add_argument("--n-synthetic", type=int, default=4096, help="toy tiles to make (with --synthetic toy)")
     ap.add_argument("--size", type=int, default=64, help="toy tile size (with --synthetic toy)")
@@ -246,6 +247,8 @@ def main() -> None:
         root = str(Path(__file__).resolve().parents[2] / "shared" / "data")
 
     synthetic = dict(load_synthetic(a, args.n_synthetic, args.size, args.seed) for a in args.synthetic)
+    if not synthetic and not args.resize:
+        raise SystemExit("Without --synthetic sets, give the tile size with --resize.")
     size = args.resize or next(iter(synthetic.values())).shape[1]
     synthetic = {name: resized(t, size) for name, t in synthetic.items()}
     if args.target == "lc25000":
