@@ -171,8 +171,7 @@ def evaluate(
             for _, row in cmp.iterrows():
                 add(name, f"nuclei {row['feature']} (Wasserstein)", row["wasserstein"])
     for a, b in contrasts:
-        d = fidelity_difference(train_feats, labels[tr], feats[a], feats[b], labels[te], n_boot=max(n_boot, 200),
-                                seed=seed)
+        d = fidelity_difference(train_feats, labels[tr], feats[a], feats[b], labels[te], n_boot=n_boot, seed=seed)
         add(f"{a} − {b}", "condition fidelity, A − B (paired)", d.difference, d.ci_low, d.ci_high, chance=0.0)
         rows[-1]["p_value"] = d.p_not_greater
     if inception:
