@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 from ..io.model_files import save_model_files
@@ -72,8 +73,10 @@ class GANTrainingPlan(pl.LightningModule):
         from .tile_gan import condition_stats, make_input
 
         if self._noise is None:  # on the training device: no host round trip (and GPU sync) per step
-            # Each DDP rank draws its own noise (rank 0's stream is the single-process one).
-            self._noise = torch.Generator(device=self.device).manual_seed(self._noise_seed + 7_919 * self.global_rank)
+            seed = self._noise_seed
+            if self.global_rank:  # each DDP rank its own noise; rank 0's stream is the single-process one
+                seed = int(np.random.SeedSequence([self.seed, self.step, self.global_rank]).generate_state(1)[0])
+            self._noise = torch.Generator(device=self.device).manual_seed(seed)
             self._stats = condition_stats(self.config, self.device)
         return make_input(cond, self.config, len(cond), self._noise, self._stats)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 
@@ -113,13 +115,46 @@ def device_images(plan: pl.LightningModule, images: torch.Tensor) -> torch.Tenso
     return images
 
 
-def ddp_with_unused_parameters(strategy):
+def _device_count(accelerator: str, devices: Any) -> int:
+    """How many devices a Lightning ``devices`` setting asks for (1 when it cannot tell)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
+    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if devices == "auto" and _IS_INTERACTIVE:  # Lightning then uses one GPU in a notebook
+        return 1
+    if devices == -1 or devices == "auto":
+        return max(gpus, 1)
+    return devices if isinstance(devices, int) else 1
+
+
+def ddp_with_unused_parameters(strategy: Any, accelerator: str = "auto", devices: Any = 1) -> Any:
     """The DDP variant that tolerates parameters a backward pass does not reach (GANs, manual optimisation).
 
     A critic step never reaches the generator's weights, so plain ``"ddp"`` stops with "parameters
     that were not used in producing the loss"; its ``*_find_unused_parameters_true`` twin is what
-    Lightning asks for. Other strategies (and strategy objects) pass through.
+    Lightning asks for.
+
+    Parameters
+    ----------
+    strategy
+        Lightning strategy name or object. ``"ddp"``-family names get their unused-parameters form;
+        ``"auto"`` with several devices (which Lightning would turn into plain DDP) becomes it too;
+        anything else (a strategy object included) passes through.
+    accelerator, devices
+        The Trainer's settings, to tell whether ``"auto"`` means several processes.
+
+    Returns
+    -------
+    The strategy to hand to ``lightning.pytorch.Trainer``.
     """
+    if strategy == "auto" and _device_count(accelerator, devices) > 1:
+        from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
+        strategy = "ddp_fork" if _IS_INTERACTIVE else "ddp"  # what Lightning's "auto" picks
     if isinstance(strategy, str) and strategy.startswith("ddp") and "find_unused" not in strategy:
         return f"{strategy}_find_unused_parameters_true"
     return strategy
@@ -133,7 +168,5 @@ def decorrelate_ranks(plan: pl.LightningModule) -> None:
     A single process keeps its stream untouched.
     """
     if plan.trainer.world_size > 1:
-        import numpy as np
-
         state = np.random.SeedSequence([int(plan.seed), int(plan.step), int(plan.global_rank), 0x646470])
         torch.manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))

@@ -122,6 +122,7 @@ class CascadedDiffusion:
         self.history: dict[str, dict[str, list[float]]] = {}
         self.train_info: dict[str, dict[str, Any]] = {}
         self.is_trained = False
+        self.global_rank = 0
 
     # ------------------------------------------------------------------ structure
     @property
@@ -291,6 +292,7 @@ class CascadedDiffusion:
             self.train_info[stage] = {"steps": int(plan.step), "resumed_from": start,
                                       "seconds": time.perf_counter() - t0, "batch_size": bs, "lr": lr,
                                       "seed": seed, "precision": str(trainer.precision), "n_tiles": len(self.dataset)}
+            self.global_rank = int(trainer.global_rank)  # under DDP: write files from rank 0 only
             if ckpt is not None and start < steps and trainer.is_global_zero:
                 DiffusionCheckpoint(ckpt, checkpoint_every).write(plan)
         self.is_trained = all(s in self.train_info for s in self.stages)

@@ -116,6 +116,7 @@ class TileGAN:
         self.history: dict[str, list[float]] = {}
         self.train_info: dict[str, Any] = {}
         self.is_trained = False
+        self.global_rank = 0
 
     def _build(self) -> None:
         c = self.config
@@ -220,7 +221,8 @@ class TileGAN:
             callbacks.append(SafetensorsCheckpoint(self, ckpt, checkpoint_every))
         trainer = pl.Trainer(
             max_steps=-1, max_epochs=10**9, max_time={"seconds": max_time} if max_time else None,
-            accelerator=accelerator, devices=devices, strategy=ddp_with_unused_parameters(strategy),
+            accelerator=accelerator, devices=devices,
+            strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
             precision=precision or default_precision(accelerator), callbacks=callbacks, logger=False,
             enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
             deterministic=not on_gpu, log_every_n_steps=1,
@@ -243,6 +245,7 @@ class TileGAN:
                            "lr_d": lr_d, "seed": seed, "precision": str(trainer.precision),
                            "n_tiles": len(self.dataset)}
         self.is_trained = True
+        self.global_rank = int(trainer.global_rank)  # under DDP: write files from rank 0 only
         if ckpt is not None and start < max_steps and trainer.is_global_zero:
             SafetensorsCheckpoint(self, ckpt, checkpoint_every).write(plan)
         return self

@@ -46,7 +46,7 @@ def train_generator(
     split_key
         Train on units whose ``obs[split_key] == 'train'`` when the column exists.
     save_path
-        Save the trained model there.
+        Save the trained model there (under DDP from rank 0 only).
     key_added
         uns key for the record (default ``"tile_gan"`` / ``"tile_rnagan"`` / ``"tile_cdm"``).
     model_kwargs
@@ -80,7 +80,7 @@ def train_generator(
         model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units,
                         **(model_kwargs or {}))
     model.train(**train_kwargs)
-    if save_path is not None:
+    if save_path is not None and model.global_rank == 0:  # DDP: every process runs this, one writes
         model.save(save_path, overwrite=True)
     key = key_added or f"tile_{method}"
     adata.uns[key] = {
