@@ -382,6 +382,14 @@ def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
     return result
 
 
+def _print_table(table, **kw) -> None:
+    """A markdown table when ``tabulate`` is installed (pandas needs it), else plain text."""
+    try:
+        print(table.to_markdown(**kw))
+    except ImportError:
+        print(table.to_string())
+
+
 def _evaluation_data(args):
     """The expression table with real tiles, the runs' tiles in ``obsm``, ``eval_split`` and fidelity labels.
 
@@ -451,7 +459,7 @@ def evaluate(args) -> None:
     rows += [adata.obsm[k][pick, 0] for k in main_keys]
     _grid_png(rows, out / "c5_grid.png")
     table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
-    print(table.to_markdown(floatfmt=".3f") if hasattr(table, "to_markdown") else table.round(3).to_string())
+    _print_table(table, floatfmt=".3f")
     if immune and "X_cdm_dpm25" in adata.obsm:
         print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out),
                                                                          indent=1))
@@ -495,7 +503,7 @@ def fidelity(args) -> None:
                                            fid.get("p_value", pd.Series(np.nan, index=fid.index)), strict=True)]
     table = fid.pivot_table(index=["metric", "method"], columns="encoder_seed", values="cell", aggfunc="first",
                             sort=False)
-    print(table.to_markdown() if hasattr(table, "to_markdown") else table.to_string())
+    _print_table(table)
     print(f"wrote {out / 'fidelity.csv'}")
 
 

@@ -72,18 +72,22 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
 
     # evaluate: a report with the baselines, as a CSV and a figure (the condition from the generator's β-VAE)
     assert "X_vae" not in gen.obsm
-    _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "report.csv",
-         "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5", "--label-key", "group",
-         "--vae", gan / "vae", "--contrast", "X_tiles,X_tiles")
+    gen.obsm["X_other"] = gen.obsm["X_tiles"][np.random.default_rng(0).permutation(gen.n_obs)]  # others' tiles
+    gen.write_h5ad(tmp_path / "gen.h5ad")
+    _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--generated", "X_other", "--out",
+         tmp_path / "report.csv", "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5",
+         "--label-key", "group", "--vae", gan / "vae", "--contrast", "X_tiles, X_other")
     report = pd.read_csv(tmp_path / "report.csv")
     assert {"X_tiles", "real (held out)", "nearest neighbour"} <= set(report["method"])
     assert {"KID (encoder)", "condition fidelity"} <= set(report["metric"])
     assert (tmp_path / "eval.png").stat().st_size > 0
-    same = report[report["metric"] == "condition fidelity, A − B (paired)"]
-    assert list(same["method"]) == ["X_tiles − X_tiles"] and same["value"].iloc[0] == 0
-    res = _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "r2.csv",
-               "--contrast", "X_tiles", code=2)
-    assert "A,B" in res.output and not (tmp_path / "r2.csv").exists()
+    v = report.set_index(["method", "metric"])["value"]
+    gap = v["X_tiles", "condition fidelity"] - v["X_other", "condition fidelity"]
+    assert v["X_tiles − X_other", "condition fidelity, A − B (paired)"] == pytest.approx(gap)
+    for bad, why in (("X_tiles", "A,B"), ("X_tiles,X_nope", "not among --generated")):
+        res = _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "r2.csv",
+                   "--contrast", bad, code=2)
+        assert why in res.output and not (tmp_path / "r2.csv").exists()
 
 
 def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):

@@ -58,8 +58,9 @@ def test_evaluate_contrast_is_paired_difference(toy, tmp_path):
     rp.pl.evaluation(report, save=tmp_path / "eval.png", show=False)
     with pytest.raises(ValueError, match="label_key"):
         rp.tl.evaluate(toy, ["faithful", "blind"], encoder=ColourStats(), contrasts=[("faithful", "blind")])
-    with pytest.raises(ValueError, match="pairs of keys"):
-        rp.tl.evaluate(toy, ["faithful"], label_key="group", encoder=ColourStats(), contrasts=[("faithful", "x")])
+    for bad in (("faithful", "x"), ("faithful", "faithful")):
+        with pytest.raises(ValueError, match="two different keys"):
+            rp.tl.evaluate(toy, ["faithful"], label_key="group", encoder=ColourStats(), contrasts=[bad])
 
 
 def test_evaluate_bad_input(toy):

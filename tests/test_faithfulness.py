@@ -27,6 +27,8 @@ def test_fidelity_high_for_faithful_tiles_and_chance_for_shuffled_labels():
     # several tiles per unit, unit-major: labels repeat
     rep = rp.metrics.condition_fidelity(xr, yr, np.repeat(xs, 2, axis=0), ys)
     assert rep.n_test == 400 and rep.accuracy == pytest.approx(good.accuracy)
+    # ... and the interval resamples the 200 units, not 400 tiles: a copy adds no evidence
+    assert (rep.ci_low, rep.ci_high) == pytest.approx((good.ci_low, good.ci_high))
 
 
 def test_fidelity_with_encoder_and_bad_input():
@@ -86,7 +88,20 @@ def test_fidelity_difference_is_paired_over_units():
     assert same.ci_low < 0 < same.ci_high and 0.05 < same.p_not_greater < 0.95
     flipped = rp.metrics.fidelity_difference(xr, yr, weak, good, y_units, seed=0)
     assert flipped.difference == pytest.approx(-d.difference) and flipped.p_not_greater > 0.99
+    # B = A with 10 % of the units repainted from a wrong class: both share every other unit's
+    # difficulty, so the paired interval finds the gap where the separate intervals overlap
+    r = np.random.default_rng(1)
+    b = good.copy()
+    for u in r.choice(150, 15, replace=False):
+        b[2 * u : 2 * u + 2] = centres[(units[u] + 1) % 3] + r.standard_normal((2, 16))
+    paired = rp.metrics.fidelity_difference(xr, yr, good, b, y_units, seed=0)
+    sa, sb = (rp.metrics.condition_fidelity(xr, yr, t, y_units, seed=0) for t in (good, b))
+    assert paired.ci_low > 0 and sa.ci_low < sb.ci_high
     with pytest.raises(ValueError, match="whole number"):
         rp.metrics.fidelity_difference(xr, yr, good[:-1], weak, y_units)
+    with pytest.raises(ValueError, match="ci must be"):
+        rp.metrics.fidelity_difference(xr, yr, good, weak, y_units, ci=95)
+    with pytest.raises(ValueError, match="empty"):
+        rp.metrics.fidelity_difference(xr, yr, good, weak, [])
     with pytest.raises(ValueError, match="never occur"):
         rp.metrics.fidelity_difference(xr, yr, good, weak, np.full(150, "c9"))

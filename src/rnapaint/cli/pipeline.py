@@ -251,9 +251,12 @@ def evaluate(
     """Score generated tiles against held-out real ones, with the real and nearest-neighbour baselines."""
     import rnapaint as rp
 
-    pairs = [tuple(c.split(",")) for c in contrast]
+    pairs = [tuple(k.strip() for k in c.split(",")) for c in contrast]
     if any(len(pr) != 2 for pr in pairs):
         _fail(f"--contrast takes two obsm keys separated by a comma (A,B), got {contrast}.")
+    unknown = sorted({k for pr in pairs for k in pr} - set(generated))
+    if unknown:
+        _fail(f"--contrast names {unknown}, which are not among --generated {generated}.")
     adata = _read_units(data)
     with _clear_errors():
         enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None

@@ -86,7 +86,8 @@ def condition_fidelity(real_tiles: Any, real_labels: Any, synthetic_tiles: Any, 
     encoder
         Has ``encode(tiles) -> (n, d)``, e.g. :class:`rnapaint.models.TileEncoder`.
     n_boot, ci, seed
-        Bootstrap interval over synthetic tiles.
+        Bootstrap interval over units: the synthetic tiles, or, when ``synthetic_labels`` has one
+        label per unit for several tiles each, the units with all their tiles.
     C
         Inverse regularisation of the logistic regression (on standardised features).
 
@@ -101,9 +102,11 @@ def condition_fidelity(real_tiles: Any, real_labels: Any, synthetic_tiles: Any, 
     xr = _features(real_tiles, encoder, "real_tiles")
     xs = _features(synthetic_tiles, encoder, "synthetic_tiles")
     ys = np.asarray(synthetic_labels).astype(str).ravel()
+    per_unit = 1
     if len(ys) != len(xs):
         if len(xs) % max(len(ys), 1) == 0 and len(ys):  # several tiles per unit, unit-major as rp.tl.generate
-            ys = np.repeat(ys, len(xs) // len(ys))
+            per_unit = len(xs) // len(ys)
+            ys = np.repeat(ys, per_unit)
         else:
             raise ValueError(f"{len(xs)} synthetic tiles but {len(ys)} synthetic_labels.")
     clf, yr = _real_classifier(xr, real_labels, ys, C)
@@ -111,7 +114,9 @@ def condition_fidelity(real_tiles: Any, real_labels: Any, synthetic_tiles: Any, 
     pred = clf.predict(xs)
     hit = pred == ys
     rng = np.random.default_rng(seed)
-    boots = [hit[rng.integers(0, len(hit), len(hit))].mean() for _ in range(n_boot)]
+    # Resample units, not tiles: a unit's tiles share its condition, so they are not independent draws.
+    unit_hit = hit.reshape(-1, per_unit).mean(1)
+    boots = [unit_hit[rng.integers(0, len(unit_hit), len(unit_hit))].mean() for _ in range(n_boot)]
     lo, hi = (np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot else (np.nan, np.nan))
     values, counts = np.unique(yr, return_counts=True)
     majority = values[np.argmax(counts)]
@@ -171,13 +176,17 @@ def fidelity_difference(real_tiles: Any, real_labels: Any, tiles_a: Any, tiles_b
     and ``p_not_greater`` — the share of resamples in which A does not beat B (a one-sided bootstrap
     p-value for "A is more faithful").
     """
+    if not 0 < ci < 1 or n_boot < 0:
+        raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
     xr = _features(real_tiles, encoder, "real_tiles")
     yu = np.asarray(unit_labels).astype(str).ravel()
+    if len(yu) == 0:
+        raise ValueError("unit_labels is empty: no units to compare.")
     clf, _ = _real_classifier(xr, real_labels, yu, C)
 
     def unit_hits(tiles: Any, name: str) -> np.ndarray:
         x = _features(tiles, encoder, name)
-        if len(yu) == 0 or len(x) % len(yu):
+        if len(x) % len(yu):
             raise ValueError(f"{name}: {len(x)} tiles are not a whole number of tiles for each of {len(yu)} units.")
         hit = clf.predict(x) == np.repeat(yu, len(x) // len(yu))
         return hit.reshape(len(yu), -1).mean(1)  # each unit's share of correctly classified tiles

@@ -75,8 +75,8 @@ def evaluate(
 
     Returns
     -------
-    Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance``; plot it with
-    :func:`rnapaint.pl.evaluation`.
+    Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance`` (and
+    ``p_value``, filled for the ``contrasts`` rows only); plot it with :func:`rnapaint.pl.evaluation`.
     """
     from ..metrics import compare_nuclei as _compare_nuclei
     from ..metrics import condition_fidelity, fid, fidelity_difference, kid, retrieval
@@ -105,9 +105,9 @@ def evaluate(
     z = np.asarray(adata.obsm[rep], np.float32)
     labels = adata.obs[label_key].astype(str).to_numpy() if label_key is not None else None
     contrasts = [tuple(c) for c in contrasts]
-    bad = [c for c in contrasts if len(c) != 2 or not set(c) <= set(keys)]
+    bad = [c for c in contrasts if len(c) != 2 or not set(c) <= set(keys) or c[0] == c[1]]
     if bad:
-        raise ValueError(f"contrasts must be pairs of keys {list(keys)}, got {bad}.")
+        raise ValueError(f"contrasts must be pairs of two different keys of {list(keys)}, got {bad}.")
     if contrasts and labels is None:
         raise ValueError("contrasts compare condition fidelity: pass label_key.")
 
