@@ -466,6 +466,20 @@ def evaluate(args) -> None:
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 
 
+class _NucleiFeatures:
+    """A fixed, untrained "encoder": each tile's nuclei features (``rp.metrics.nuclei``), for fidelity in
+    a space a pathologist can read — tumour nests are nuclei-dense with large nuclei, stroma is not."""
+
+    COLUMNS = ("density", "mean_area", "mean_eccentricity", "hematoxylin_fraction", "small_round_fraction")
+
+    def __init__(self, mpp: float):
+        self.mpp = mpp
+
+    def encode(self, tiles: np.ndarray) -> np.ndarray:
+        f = rp.metrics.nuclei(tiles, mpp=self.mpp, progress_bar=False)
+        return np.nan_to_num(f[list(self.COLUMNS)].to_numpy(np.float32))  # a tile without nuclei: zeros
+
+
 def fidelity(args) -> None:
     """Condition fidelity and the paired differences between generators, once per encoder seed.
 
@@ -480,16 +494,21 @@ def fidelity(args) -> None:
     keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
     real = adata.obsm["tiles"]
     frames = []
-    for seed in args.seeds:
+    mpp = 224 * 0.686 / real.shape[2]
+    for seed in [*args.seeds, *(["nuclei"] if args.nuclei_features else [])]:
         t0 = time.perf_counter()
-        encoder = rp.models.TileEncoder(stem="large").fit(real[train_rows, 0], epochs=args.encoder_epochs,
-                                                          batch_size=128, progress_bar=False, seed=seed)
+        if seed == "nuclei":
+            encoder = _NucleiFeatures(mpp)
+        else:
+            encoder = rp.models.TileEncoder(stem="large").fit(real[train_rows, 0], epochs=args.encoder_epochs,
+                                                              batch_size=128, progress_bar=False, seed=seed)
         report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
-                                nuclei=False, n_boot=args.n_boot, contrasts=_contrasts(keys), seed=seed)
+                                nuclei=False, n_boot=args.n_boot, contrasts=_contrasts(keys),
+                                seed=seed if isinstance(seed, int) else 0)
         report["method"] = report["method"].map(_named)
         report["encoder_seed"] = seed
         frames.append(report)
-        print(f"encoder seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"encoder {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     import pandas as pd
 
     report = pd.concat(frames, ignore_index=True)
@@ -546,10 +565,12 @@ def main() -> None:
     p.add_argument("--dir", default=".gpu_data")
     p.add_argument("--runs", required=True, help="folder with the train step's outputs")
     p.add_argument("--out", default="benchmarks/out/her2st_fidelity")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="encoder seeds (none: --nuclei-features only)")
     p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--label", choices=["cluster", "epithelial"], default="epithelial")
+    p.add_argument("--nuclei-features", action="store_true", help="also score in nuclei-feature space (no training)")
     args = ap.parse_args()
     {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}[args.cmd](args)
 
