@@ -152,14 +152,14 @@ def evaluate(
 
     for name, t in methods.items():
         f = feats[name]
-        k_per = t.shape[1]
         a, b = versus(name, f, ref)
         s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
         add(name, "KID (encoder)", s.value, s.ci_low, s.ci_high)
         s = fid(a, b, n_boot=n_boot, seed=seed)
         add(name, "FID (encoder)", s.value, s.ci_low, s.ci_high)
         if labels is not None:
-            s = condition_fidelity(train_feats, labels[tr], f, np.repeat(labels[te], k_per), n_boot=n_boot, seed=seed)
+            # one label per unit: the interval resamples units with all their tiles
+            s = condition_fidelity(train_feats, labels[tr], f, labels[te], n_boot=n_boot, seed=seed)
             add(name, "condition fidelity", s.accuracy, s.ci_low, s.ci_high, s.chance)
             add(name, "condition fidelity (shuffled labels)", s.shuffled_accuracy, chance=s.chance)
         r = retrieval(z[tr], train_feats, z[te], f, seed=seed)
