@@ -54,8 +54,9 @@ class Reference(torch.nn.Module):
         from diffusers import UNet2DConditionModel
 
         super().__init__()
-        self.unet = UNet2DConditionModel(sample_size=size, in_channels=3, out_channels=3,
-                                         block_out_channels=channels, cross_attention_dim=768)
+        self.unet = UNet2DConditionModel(
+            sample_size=size, in_channels=3, out_channels=3, block_out_channels=channels, cross_attention_dim=768
+        )
 
     def forward(self, x, t, c, drop=None):
         tokens = c[:, None, :].expand(-1, 77, -1)
@@ -81,8 +82,7 @@ def _step_flops(net, x, t, c) -> float:
     return float(counter.get_total_flops())
 
 
-def train_speed(make_net, size: int, cond_dim: int, batch: int, steps: int, device: torch.device,
-                tuned: bool) -> dict:
+def train_speed(make_net, size: int, cond_dim: int, batch: int, steps: int, device: torch.device, tuned: bool) -> dict:
     net = make_net().to(device)
     mf = torch.channels_last if tuned else torch.contiguous_format
     net = net.to(memory_format=mf)
@@ -117,28 +117,56 @@ def train_speed(make_net, size: int, cond_dim: int, batch: int, steps: int, devi
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
     peak = _peak(device)
-    res = {"batch": batch, "s_per_step": dt, "tiles_per_s": batch / dt, "gflop_per_tile": flops / 1e9,
-           "warmup_s": compile_s, "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
-           "fraction_of_bf16_peak": flops * batch / dt / peak if peak else None}
+    res = {
+        "batch": batch,
+        "s_per_step": dt,
+        "tiles_per_s": batch / dt,
+        "gflop_per_tile": flops / 1e9,
+        "warmup_s": compile_s,
+        "params_m": sum(p.numel() for p in net.parameters()) / 1e6,
+        "fraction_of_bf16_peak": flops * batch / dt / peak if peak else None,
+    }
     if device.type == "cuda":
         res["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.reset_peak_memory_stats(device)
     return res
 
 
-def cascade_speed(size: int, base_size: int, n: int, batch: int, steps: int, sr_steps: int, device: torch.device,
-                  compile: bool, base: dict | None = None, sr: dict | None = None) -> dict:
+def cascade_speed(
+    size: int,
+    base_size: int,
+    n: int,
+    batch: int,
+    steps: int,
+    sr_steps: int,
+    device: torch.device,
+    compile: bool,
+    base: dict | None = None,
+    sr: dict | None = None,
+) -> dict:
     """Tiles/s of the whole cascade (DPM-Solver++, guidance 2 → two network passes a step) from random weights."""
     import numpy as np
 
     from rnapaint.models.cascaded_diffusion import CascadedDiffusion
 
     m = CascadedDiffusion.__new__(CascadedDiffusion)
-    m.config = {"condition": "vae", "rep": "X_vae", "genes": None, "image_size": size, "base_size": base_size,
-                "prediction": "v_prediction", "cond_drop": 0.1, "num_train_timesteps": 1000,
-                "beta_schedule": "squaredcos_cap_v2", "aug_max": 250, "condition_dim": 64,
-                "condition_mean": [0.0] * 64, "condition_std": [1.0] * 64,
-                "base": {**BASE_DEFAULTS, **(base or {})}, "sr": {**SR_DEFAULTS, **(sr or {})}}
+    m.config = {
+        "condition": "vae",
+        "rep": "X_vae",
+        "genes": None,
+        "image_size": size,
+        "base_size": base_size,
+        "prediction": "v_prediction",
+        "cond_drop": 0.1,
+        "num_train_timesteps": 1000,
+        "beta_schedule": "squaredcos_cap_v2",
+        "aug_max": 250,
+        "condition_dim": 64,
+        "condition_mean": [0.0] * 64,
+        "condition_std": [1.0] * 64,
+        "base": {**BASE_DEFAULTS, **(base or {})},
+        "sr": {**SR_DEFAULTS, **(sr or {})},
+    }
     m.vae, m.dataset = None, None
     m._build()
     m.is_trained = True
@@ -148,19 +176,28 @@ def cascade_speed(size: int, base_size: int, n: int, batch: int, steps: int, sr_
             if compile:
                 m.ema[s] = torch.compile(m.ema[s])
     cond = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
-    m.generate(cond[:batch], n_per_obs=1, batch_size=batch, steps=2, sr_steps=2, device=str(device),
-               progress_bar=False)  # warm-up (and compilation)
+    m.generate(
+        cond[:batch], n_per_obs=1, batch_size=batch, steps=2, sr_steps=2, device=str(device), progress_bar=False
+    )  # warm-up (and compilation)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    m.generate(cond, n_per_obs=1, batch_size=batch, steps=steps, sr_steps=sr_steps, device=str(device),
-               progress_bar=False)
+    m.generate(
+        cond, n_per_obs=1, batch_size=batch, steps=steps, sr_steps=sr_steps, device=str(device), progress_bar=False
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"tiles": n, "batch": batch, "steps": steps, "sr_steps": sr_steps, "image_size": size,
-            "base_size": base_size, "tiles_per_s": n / dt,
-            "params_m": {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages}}
+    return {
+        "tiles": n,
+        "batch": batch,
+        "steps": steps,
+        "sr_steps": sr_steps,
+        "image_size": size,
+        "base_size": base_size,
+        "tiles_per_s": n / dt,
+        "params_m": {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages},
+    }
 
 
 def main() -> None:
@@ -177,13 +214,15 @@ def main() -> None:
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    results: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    results: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.quick:
         size, steps, batches = 16, 2, (4, 8)
         ref = lambda: Reference(size, channels=(32, 32, 64, 64))  # noqa: E731
-        small = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "token_dim": 64,
-                 "hidden": 64}
+        small = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "token_dim": 64, "hidden": 64}
         base = lambda: ConditionalUNet(size, 64, **{**BASE_DEFAULTS, **small})  # noqa: E731
     else:
         size, steps, batches = 64, args.steps, (args.batch, args.tuned_batch)
@@ -195,8 +234,11 @@ def main() -> None:
             r = train_speed(make, size, cond_dim, batch, steps, device, tuned=recipe == "tuned")
             results[f"train_{name}_{recipe}"] = r
             frac = f", {100 * r['fraction_of_bf16_peak']:.1f} % of bf16 peak" if r["fraction_of_bf16_peak"] else ""
-            print(f"train {name:9s} {recipe:5s} batch {batch:4d}: {r['tiles_per_s']:8.1f} tiles/s "
-                  f"({r['params_m']:.0f}M params, {r['gflop_per_tile']:.1f} GFLOP/tile{frac})", flush=True)
+            print(
+                f"train {name:9s} {recipe:5s} batch {batch:4d}: {r['tiles_per_s']:8.1f} tiles/s "
+                f"({r['params_m']:.0f}M params, {r['gflop_per_tile']:.1f} GFLOP/tile{frac})",
+                flush=True,
+            )
         e, t = results[f"train_{name}_eager"], results[f"train_{name}_tuned"]
         results[f"speedup_{name}"] = t["tiles_per_s"] / e["tiles_per_s"]
         print(f"  speed-up {name}: {results[f'speedup_{name}']:.2f}×", flush=True)
@@ -205,8 +247,11 @@ def main() -> None:
     else:
         r = cascade_speed(256, 64, args.cascade_tiles, args.cascade_batch, 25, 25, device, compile=True)
     results["cascade"] = r
-    print(f"cascade {r['base_size']}→{r['image_size']} px, DPM-Solver++ {r['steps']}+{r['sr_steps']} steps, "
-          f"guidance on: {r['tiles_per_s']:.1f} tiles/s", flush=True)
+    print(
+        f"cascade {r['base_size']}→{r['image_size']} px, DPM-Solver++ {r['steps']}+{r['sr_steps']} steps, "
+        f"guidance on: {r['tiles_per_s']:.1f} tiles/s",
+        flush=True,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

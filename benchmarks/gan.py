@@ -49,13 +49,18 @@ def make_store(path: Path, n: int, size: int, seed: int = 0) -> Path:
     reps = int(np.ceil(n / len(tiles)))
     tiles = np.concatenate([tiles] * reps)[:n]
     store = rp.data.TileStore.create(path, size, overwrite=True)
-    store.append(tiles, pd.DataFrame({"unit": [f"u{i % 256}" for i in range(n)], "slide": "toy", "x": np.arange(n),
-                                      "y": 0, "mpp": 0.5}))
+    store.append(
+        tiles,
+        pd.DataFrame(
+            {"unit": [f"u{i % 256}" for i in range(n)], "slide": "toy", "x": np.arange(n), "y": 0, "mpp": 0.5}
+        ),
+    )
     return path
 
 
-def bench_train(store: Path, args, batch: int, bf16: bool, channels_last: bool, compile_: bool, device,
-                gp_every: int = 1) -> dict:
+def bench_train(
+    store: Path, args, batch: int, bf16: bool, channels_last: bool, compile_: bool, device, gp_every: int = 1
+) -> dict:
     import anndata as ad
     import pandas as pd
 
@@ -117,12 +122,20 @@ def bench_train(store: Path, args, batch: int, bf16: bool, channels_last: bool, 
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"what": "train", "batch": batch, "bf16": bf16, "channels_last": channels_last, "compile": compile_,
-            "gp_every": gp_every,
-            "tiles": n, "seconds": dt, "tiles_per_s": n / dt,
-            "params_g_m": sum(p.numel() for p in g.parameters()) / 1e6,
-            "params_d_m": sum(p.numel() for p in d.parameters()) / 1e6,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")}
+    return {
+        "what": "train",
+        "batch": batch,
+        "bf16": bf16,
+        "channels_last": channels_last,
+        "compile": compile_,
+        "gp_every": gp_every,
+        "tiles": n,
+        "seconds": dt,
+        "tiles_per_s": n / dt,
+        "params_g_m": sum(p.numel() for p in g.parameters()) / 1e6,
+        "params_d_m": sum(p.numel() for p in d.parameters()) / 1e6,
+        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+    }
 
 
 @torch.no_grad()
@@ -147,8 +160,14 @@ def bench_generate(args, batch: int, bf16: bool, device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"what": "generate", "batch": batch, "bf16": bf16, "tiles": reps * batch, "seconds": dt,
-            "tiles_per_s": reps * batch / dt}
+    return {
+        "what": "generate",
+        "batch": batch,
+        "bf16": bf16,
+        "tiles": reps * batch,
+        "seconds": dt,
+        "tiles_per_s": reps * batch / dt,
+    }
 
 
 def main() -> None:
@@ -169,8 +188,13 @@ def main() -> None:
     ap.add_argument("--big-batch", type=int, default=256, help="also time this batch size (0: skip)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     gpu = device.type == "cuda"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,16 +217,20 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "args": vars(args), "rows": rows}, indent=1))
     name = torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)"
-    print(f"\n{name}; {args.size} px, width {args.width}, input {args.latent}, n_critic {args.n_critic}, "
-          f"projection {args.projection}, {args.workers} loader workers")
+    print(
+        f"\n{name}; {args.size} px, width {args.width}, input {args.latent}, n_critic {args.n_critic}, "
+        f"projection {args.projection}, {args.workers} loader workers"
+    )
     print("| workload | batch | precision | channels_last | compile | gradient penalty | tiles/s | peak GiB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         prec = "bf16 autocast" if r["bf16"] else "fp32"
         if r["what"] == "train":
             gp = "every step" if r["gp_every"] == 1 else f"every {r['gp_every']} steps"
-            print(f"| train (critic tiles/s) | {r['batch']} | {prec} | {r['channels_last']} | {r['compile']} | {gp} | "
-                  f"{r['tiles_per_s']:.0f} | {r['peak_gib']:.1f} |")
+            print(
+                f"| train (critic tiles/s) | {r['batch']} | {prec} | {r['channels_last']} | {r['compile']} | {gp} | "
+                f"{r['tiles_per_s']:.0f} | {r['peak_gib']:.1f} |"
+            )
         else:
             print(f"| generate | {r['batch']} | {prec} | – | – | – | {r['tiles_per_s']:.0f} | – |")
 

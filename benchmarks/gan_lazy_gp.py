@@ -36,17 +36,28 @@ def main() -> None:
     rp.pp.log1p(a)
     rp.pp.split(a, stratify="group", fractions=(0.8, 0.1, 0.1), seed=args.seed)
     rp.pp.zscore(a)
-    rp.tl.vae(a, hidden=(64, 32), latent_dim=8, max_epochs=80, lr=3e-3, batch_size=64, seed=args.seed,
-              progress_bar=False)
+    rp.tl.vae(
+        a, hidden=(64, 32), latent_dim=8, max_epochs=80, lr=3e-3, batch_size=64, seed=args.seed, progress_bar=False
+    )
     test = a[a.obs["split"] != "train"]
     print("| penalty | seconds | critic tiles/s | ρ(density, nucleus fraction) | ρ(hue, hue) |")
     print("|---|---|---|---|---|")
     for every in args.every:
-        m = rp.models.TileGAN(a, a.obsm["tiles"], condition="vae", units=a.obs_names[a.obs["split"] == "train"],
-                              width=16)
+        m = rp.models.TileGAN(
+            a, a.obsm["tiles"], condition="vae", units=a.obs_names[a.obs["split"] == "train"], width=16
+        )
         t0 = time.perf_counter()
-        m.train(max_steps=args.steps, batch_size=64, n_critic=2, lr_g=1e-3, lr_d=2e-3, num_workers=0,
-                progress_bar=False, seed=args.seed, gp_every=every)
+        m.train(
+            max_steps=args.steps,
+            batch_size=64,
+            n_critic=2,
+            lr_g=1e-3,
+            lr_d=2e-3,
+            num_workers=0,
+            progress_bar=False,
+            seed=args.seed,
+            gp_every=every,
+        )
         dt = time.perf_counter() - t0
         p = rp.datasets.toy_tile_properties(m.generate(test, n_per_obs=4, seed=1))
         rd = spearmanr(test.obs["density"], p["nuclei_fraction"]).statistic

@@ -82,17 +82,24 @@ def prepare(args) -> None:
     hvg = sc.pp.highly_variable_genes(adata[is_train], n_top_genes=2000, inplace=False)
     adata = adata[:, hvg["highly_variable"].to_numpy()].copy()
     rp.pp.zscore(adata)
-    rp.tl.vae(adata, hidden=(512, 256), latent_dim=args.latent, max_epochs=300, lr=1e-3, batch_size=64,
-              progress_bar=False)
+    rp.tl.vae(
+        adata, hidden=(512, 256), latent_dim=args.latent, max_epochs=300, lr=1e-3, batch_size=64, progress_bar=False
+    )
     rp.tl.get_model(adata, "vae").save(out / "vae", overwrite=True)
     hist = adata.uns["vae"]["history"]
     print(f"β-VAE: {len(hist['train_loss'])} epochs, last val loss {hist['val_loss'][-1]:.4f}")
 
     obs = adata.obs
     np.savez_compressed(
-        out / "her2st_pairs.npz", tiles=tiles, has_image=has_image, X_vae=adata.obsm["X_vae"].astype(np.float32),
-        obs_names=obs.index.to_numpy(str), section=obs["section"].to_numpy(str), split=obs["split"].to_numpy(str),
-        cluster=obs["cluster"].astype(str).to_numpy(str), array_x=obs["array_x"].to_numpy(),
+        out / "her2st_pairs.npz",
+        tiles=tiles,
+        has_image=has_image,
+        X_vae=adata.obsm["X_vae"].astype(np.float32),
+        obs_names=obs.index.to_numpy(str),
+        section=obs["section"].to_numpy(str),
+        split=obs["split"].to_numpy(str),
+        cluster=obs["cluster"].astype(str).to_numpy(str),
+        array_x=obs["array_x"].to_numpy(),
         array_y=obs["array_y"].to_numpy(),
     )
     keep = adata.copy()
@@ -101,8 +108,10 @@ def prepare(args) -> None:
     keep.uns.pop("spatial", None)  # the full-size H&E stays in the data folder
     keep.write_h5ad(out / "her2st_expression.h5ad", compression="gzip")
     size = (out / "her2st_pairs.npz").stat().st_size / 2**20
-    print(f"wrote {out}/her2st_pairs.npz ({size:.1f} MiB): {adata.n_obs} spots, {has_image.sum()} with a patch, "
-          f"{args.size} px; train {is_train.sum()} spots")
+    print(
+        f"wrote {out}/her2st_pairs.npz ({size:.1f} MiB): {adata.n_obs} spots, {has_image.sum()} with a patch, "
+        f"{args.size} px; train {is_train.sum()} spots"
+    )
 
 
 IMMUNE = ["B-cells", "T-cells", "Myeloid", "Plasma Cells"]
@@ -122,11 +131,17 @@ def enrich(args) -> None:
     shifted = adata.copy()
     shifted.X = x + args.strength * x[rich].mean(0, keepdims=True)  # z-scores: the rich spots' deviation
     z = vae.get_latent(shifted)
-    np.savez(d / "her2st_immune.npz", obs_names=adata.obs_names.to_numpy(str), X_vae_immune=z.astype(np.float32),
-             immune=immune.astype(np.float32))
-    print(f"immune-rich training spots: {rich.sum()} (immune proportion ≥ {immune[rich].min():.3f}); latent shift "
-          f"|Δz| = {np.linalg.norm(z - adata.obsm['X_vae'], axis=1).mean():.3f} (spread of X_vae "
-          f"{np.linalg.norm(adata.obsm['X_vae'] - adata.obsm['X_vae'].mean(0), axis=1).mean():.3f})")
+    np.savez(
+        d / "her2st_immune.npz",
+        obs_names=adata.obs_names.to_numpy(str),
+        X_vae_immune=z.astype(np.float32),
+        immune=immune.astype(np.float32),
+    )
+    print(
+        f"immune-rich training spots: {rich.sum()} (immune proportion ≥ {immune[rich].min():.3f}); latent shift "
+        f"|Δz| = {np.linalg.norm(z - adata.obsm['X_vae'], axis=1).mean():.3f} (spread of X_vae "
+        f"{np.linalg.norm(adata.obsm['X_vae'] - adata.obsm['X_vae'].mean(0), axis=1).mean():.3f})"
+    )
 
 
 def _pairs(path: str):
@@ -134,8 +149,10 @@ def _pairs(path: str):
     import pandas as pd
 
     d = np.load(path, allow_pickle=False)
-    obs = pd.DataFrame({k: d[k] for k in ("section", "split", "cluster", "array_x", "array_y")},
-                       index=pd.Index(d["obs_names"], dtype=str))
+    obs = pd.DataFrame(
+        {k: d[k] for k in ("section", "split", "cluster", "array_x", "array_y")},
+        index=pd.Index(d["obs_names"], dtype=str),
+    )
     adata = ad.AnnData(obs=obs, obsm={"X_vae": d["X_vae"]})
     return adata, d["tiles"][:, None], d["has_image"]
 
@@ -149,7 +166,7 @@ def _grid_png(rows: list[np.ndarray], path: Path) -> None:
     canvas = np.full((len(rows) * (h + g), k * (w + g), 3), 255, np.uint8)
     for r, row in enumerate(rows):
         for c, t in enumerate(row):
-            canvas[r * (h + g): r * (h + g) + h, c * (w + g): c * (w + g) + w] = t
+            canvas[r * (h + g) : r * (h + g) + h, c * (w + g) : c * (w + g) + w] = t
     Image.fromarray(canvas).save(path)
 
 
@@ -164,18 +181,36 @@ def train(args) -> None:
     if args.method == "cdm":
         return train_cdm(args, adata, tiles, units, out)
     condition = "vae" if args.method == "rnagan" else None
-    model = rp.models.TileGAN(adata, tiles, condition=condition, units=units, width=args.width,
-                              latent_dim=adata.obsm["X_vae"].shape[1], upsample=args.upsample)
+    model = rp.models.TileGAN(
+        adata,
+        tiles,
+        condition=condition,
+        units=units,
+        width=args.width,
+        latent_dim=adata.obsm["X_vae"].shape[1],
+        upsample=args.upsample,
+    )
     print(model, flush=True)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    model.train(max_steps=10**9, max_time=args.minutes * 60, batch_size=args.batch_size, n_critic=5,
-                num_workers=args.workers, progress_bar=False, seed=0, gp_every=args.gp_every)
+    model.train(
+        max_steps=10**9,
+        max_time=args.minutes * 60,
+        batch_size=args.batch_size,
+        n_critic=5,
+        num_workers=args.workers,
+        progress_bar=False,
+        seed=0,
+        gp_every=args.gp_every,
+    )
     seconds = time.perf_counter() - t0
     info = dict(model.train_info)
     record = {
-        "method": args.method, "minutes": args.minutes, "wall_s": seconds, **info,
+        "method": args.method,
+        "minutes": args.minutes,
+        "wall_s": seconds,
+        **info,
         "critic_tiles_per_s": info["steps"] * args.batch_size / info["seconds"],
         "config": {k: v for k, v in model.config.items() if not k.startswith("condition_")},
         "history_last": {k: v[-1] for k, v in model.history.items() if v},
@@ -222,8 +257,13 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
     nets = {}
     if args.tiny:  # a CPU smoke run of this script: small networks, 12 C5 spots, 2 sampling steps
         # Enough levels that the middle block's self-attention sees 16 × 16 tokens, not 64 × 64 (slow on CPUs).
-        small = {"channels": [32, 64, 64], "attention": [False, False, True], "layers_per_block": 1,
-                 "token_dim": 64, "hidden": 64}
+        small = {
+            "channels": [32, 64, 64],
+            "attention": [False, False, True],
+            "layers_per_block": 1,
+            "token_dim": 64,
+            "hidden": 64,
+        }
         nets = {"base": small, "sr": {**small, "channels": [32, 32, 64, 64], "attention": [False] * 4}}
         keep = np.r_[np.flatnonzero(np.isin(section, TRAIN_SECTIONS))[:16], np.flatnonzero(section == "C5")[:12]]
         adata, tiles, section = adata[keep].copy(), tiles[keep], section[keep]
@@ -234,13 +274,25 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     sr_batch = args.batch_size if args.tiny else 64
-    model.train(max_steps=10**9, max_time=args.minutes * 60, batch_size={"base": args.batch_size, "sr": sr_batch},
-                lr=args.lr, warmup_steps=200, ema_decay=0.999, num_workers=args.workers, progress_bar=False,
-                compile=args.compile, seed=0)
+    model.train(
+        max_steps=10**9,
+        max_time=args.minutes * 60,
+        batch_size={"base": args.batch_size, "sr": sr_batch},
+        lr=args.lr,
+        warmup_steps=200,
+        ema_decay=0.999,
+        num_workers=args.workers,
+        progress_bar=False,
+        compile=args.compile,
+        seed=0,
+    )
     seconds = time.perf_counter() - t0
     info = model.train_info
     record = {
-        "method": "cdm", "minutes": args.minutes, "wall_s": seconds, "train_info": info,
+        "method": "cdm",
+        "minutes": args.minutes,
+        "wall_s": seconds,
+        "train_info": info,
         "tiles_per_s": {s: v["steps"] * v["batch_size"] / v["seconds"] for s, v in info.items()},
         "config": {k: v for k, v in model.config.items() if not k.startswith("condition_")},
         "params_m": {s: sum(p.numel() for p in model.nets[s].parameters()) / 1e6 for s in model.stages},
@@ -263,8 +315,11 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
         r = model.generate(sub, **{**gen, **kw, **({"steps": few} if few else {})})
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        timings[key] = {"seconds": time.perf_counter() - t, "tiles": int(r.shape[0] * r.shape[1]),
-                        **{k: v for k, v in kw.items() if k != "seed"}}
+        timings[key] = {
+            "seconds": time.perf_counter() - t,
+            "tiles": int(r.shape[0] * r.shape[1]),
+            **{k: v for k, v in kw.items() if k != "seed"},
+        }
         print(f"{key}: {timings[key]}", flush=True)
         return r
 
@@ -284,8 +339,9 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
         enriched = sub.copy()
         enriched.obsm["X_vae"] = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
         t = time.perf_counter()
-        extra["immune"] = model.generate(enriched, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25,
-                                         guidance_scale=2.0, **gen)
+        extra["immune"] = model.generate(
+            enriched, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25, guidance_scale=2.0, **gen
+        )
         timings["immune"] = {"seconds": time.perf_counter() - t}
     _save_chunks(out, "cdm_extra", extra, names)
     record["generation"] = timings
@@ -301,12 +357,23 @@ def _positions(names: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.array([pos[w] for w in wanted])
 
 
-LABELS = {"X_rnagan": "RNA-GAN", "X_gan": "GAN (noise)", "X_cdm": "RNA-CDM",
-          "X_cdm_ddim250": "RNA-CDM DDIM-250", "X_cdm_dpm25": "RNA-CDM DPM++-25",
-          "X_cdm_w0": "RNA-CDM w=0", "X_cdm_w1": "RNA-CDM w=1", "X_cdm_w4": "RNA-CDM w=4"}
+LABELS = {
+    "X_rnagan": "RNA-GAN",
+    "X_gan": "GAN (noise)",
+    "X_cdm": "RNA-CDM",
+    "X_cdm_ddim250": "RNA-CDM DDIM-250",
+    "X_cdm_dpm25": "RNA-CDM DPM++-25",
+    "X_cdm_w0": "RNA-CDM w=0",
+    "X_cdm_w1": "RNA-CDM w=1",
+    "X_cdm_w4": "RNA-CDM w=4",
+}
 # Nuclei feature ↔ deconvolved cell type(s) whose proportion it should follow across spots.
-COMPOSITION = [("hematoxylin_fraction", ["Epithelial"]), ("mean_area", ["Epithelial"]),
-               ("density", ["Epithelial", *IMMUNE]), ("small_round_fraction", IMMUNE)]
+COMPOSITION = [
+    ("hematoxylin_fraction", ["Epithelial"]),
+    ("mean_area", ["Epithelial"]),
+    ("density", ["Epithelial", *IMMUNE]),
+    ("small_round_fraction", IMMUNE),
+]
 
 
 def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -315,6 +382,7 @@ def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
     Returns the ``obsm`` keys of the methods (``X_rnagan``, ``X_gan``, ``X_cdm``, and RNA-CDM's
     sampler / guidance variants ``X_cdm_<variant>``) and the immune-enriched tiles by C5 spot name.
     """
+
     def full(tiles, names):
         idx = adata.obs_names.get_indexer(names)
         if (idx < 0).any():
@@ -327,8 +395,9 @@ def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
     for method in ("rnagan", "gan", "cdm"):
         parts = [np.load(p) for p in sorted(runs.glob(f"{method}_c5_*.npz"))]
         if parts:  # chunks split the spots
-            adata.obsm[f"X_{method}"] = full(np.concatenate([p["tiles"] for p in parts]),
-                                             np.concatenate([p["obs_names"] for p in parts]))
+            adata.obsm[f"X_{method}"] = full(
+                np.concatenate([p["tiles"] for p in parts]), np.concatenate([p["obs_names"] for p in parts])
+            )
             keys.append(f"X_{method}")
     for part in sorted(runs.glob("cdm_extra_*.npz")):
         d = np.load(part)
@@ -373,9 +442,13 @@ def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
     for j, f in enumerate(feats):
         d = b[:, j] - a[:, j]
         ok = np.isfinite(d)
-        result[f] = {"plain_mean": float(np.nanmean(a[:, j])), "enriched_mean": float(np.nanmean(b[:, j])),
-                     "mean_change": float(np.nanmean(d)), "fraction_increased": float(np.mean(d[ok] > 0)),
-                     "wilcoxon_p": float(wilcoxon(d[ok]).pvalue) if ok.sum() > 5 and np.any(d[ok]) else None}
+        result[f] = {
+            "plain_mean": float(np.nanmean(a[:, j])),
+            "enriched_mean": float(np.nanmean(b[:, j])),
+            "mean_change": float(np.nanmean(d)),
+            "fraction_increased": float(np.mean(d[ok] > 0)),
+            "wilcoxon_p": float(wilcoxon(d[ok]).pvalue) if ok.sum() > 5 and np.any(d[ok]) else None,
+        }
     (out / "enrichment.json").write_text(json.dumps(result, indent=1))
     order = np.random.default_rng(1).choice(len(plain), min(8, len(plain)), replace=False)  # not the best cases
     _grid_png([plain[order, 0], enriched[order, 0]], out / "enrichment_grid.png")
@@ -399,15 +472,17 @@ def _evaluation_data(args):
     import anndata as ad
 
     adata = ad.read_h5ad(Path(args.dir) / "her2st_expression.h5ad")
-    adata.obs["eval_split"] = np.where(adata.obs["section"].isin(TRAIN_SECTIONS), "train",
-                                       np.where(adata.obs["section"] == "C5", "test", "none"))
+    adata.obs["eval_split"] = np.where(
+        adata.obs["section"].isin(TRAIN_SECTIONS), "train", np.where(adata.obs["section"] == "C5", "test", "none")
+    )
     keys, immune = _load_runs(Path(args.runs), adata)
     c5 = np.flatnonzero((adata.obs["eval_split"] == "test").to_numpy())
     if getattr(args, "spots", False):  # a smoke run on the spots a tiny train step painted
         made = np.flatnonzero(adata.obsm[keys[0]].reshape(adata.n_obs, -1).any(1))
         c5 = np.intersect1d(c5, made)
-        adata.obs.loc[adata.obs_names[np.setdiff1d(np.flatnonzero(adata.obs["eval_split"] == "test"), c5)],
-                      "eval_split"] = "none"
+        adata.obs.loc[
+            adata.obs_names[np.setdiff1d(np.flatnonzero(adata.obs["eval_split"] == "test"), c5)], "eval_split"
+        ] = "none"
     train_rows = np.flatnonzero((adata.obs["eval_split"] == "train").to_numpy() & adata.obs["has_image"].to_numpy())
     if args.label == "epithelial":
         # Labels shared by all sections (HER2ST's clusters were made per section): the spot's stereoscope
@@ -439,19 +514,33 @@ def evaluate(args) -> None:
     real = adata.obsm["tiles"]
     t0 = time.perf_counter()
     encoder.fit(real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=0)
-    print(f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
-    report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
-                            inception=args.inception, mpp=mpp, n_boot=args.n_boot, contrasts=_contrasts(keys))
+    print(
+        f"TileEncoder: {args.encoder_epochs} epochs on {len(train_rows)} real C2–C4 tiles in "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    report = rp.tl.evaluate(
+        adata,
+        keys,
+        label_key=args.label,
+        split_key="eval_split",
+        encoder=encoder,
+        inception=args.inception,
+        mpp=mpp,
+        n_boot=args.n_boot,
+        contrasts=_contrasts(keys),
+    )
     report["method"] = report["method"].map(_named)
     if "cell_type_proportions" in adata.obsm:
         _composition(adata, report, keys, c5, mpp)
     report.to_csv(out / "report.csv", index=False)
     main_keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
-    rp.pl.evaluation(report[report["method"].isin(["real (held out)", "nearest neighbour",
-                                                   *[LABELS[k] for k in main_keys]])],
-                     title="HER2ST C5 (held out), equal H100 time per method", show=False,
-                     save=out / "evaluation.png")
+    rp.pl.evaluation(
+        report[report["method"].isin(["real (held out)", "nearest neighbour", *[LABELS[k] for k in main_keys]])],
+        title="HER2ST C5 (held out), equal H100 time per method",
+        show=False,
+        save=out / "evaluation.png",
+    )
     pick = np.random.default_rng(1).choice(c5, min(8, len(c5)), replace=False)
     rows = [real[pick, 0]]
     d = ((adata.obsm["X_vae"][pick, None] - adata.obsm["X_vae"][None, train_rows]) ** 2).sum(-1)
@@ -461,8 +550,7 @@ def evaluate(args) -> None:
     table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
     _print_table(table, floatfmt=".3f")
     if immune and "X_cdm_dpm25" in adata.obsm:
-        print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out),
-                                                                         indent=1))
+        print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out), indent=1))
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 
 
@@ -500,11 +588,20 @@ def fidelity(args) -> None:
         if seed == "nuclei":
             encoder = _NucleiFeatures(mpp)
         else:
-            encoder = rp.models.TileEncoder(stem="large").fit(real[train_rows, 0], epochs=args.encoder_epochs,
-                                                              batch_size=128, progress_bar=False, seed=seed)
-        report = rp.tl.evaluate(adata, keys, label_key=args.label, split_key="eval_split", encoder=encoder,
-                                nuclei=False, n_boot=args.n_boot, contrasts=_contrasts(keys),
-                                seed=seed if isinstance(seed, int) else 0)
+            encoder = rp.models.TileEncoder(stem="large").fit(
+                real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=seed
+            )
+        report = rp.tl.evaluate(
+            adata,
+            keys,
+            label_key=args.label,
+            split_key="eval_split",
+            encoder=encoder,
+            nuclei=False,
+            n_boot=args.n_boot,
+            contrasts=_contrasts(keys),
+            seed=seed if isinstance(seed, int) else 0,
+        )
         report["method"] = report["method"].map(_named)
         report["encoder_seed"] = seed
         frames.append(report)
@@ -516,12 +613,19 @@ def fidelity(args) -> None:
     report.to_csv(tmp, index=False)
     tmp.replace(out / "fidelity.csv")
     fid = report[report["metric"].str.startswith("condition fidelity")].copy()
-    fid["cell"] = [f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
-                   + (f" p={p:.3f}" if np.isfinite(p) else "")
-                   for v, lo, hi, p in zip(fid["value"], fid["ci_low"], fid["ci_high"],
-                                           fid.get("p_value", pd.Series(np.nan, index=fid.index)), strict=True)]
-    table = fid.pivot_table(index=["metric", "method"], columns="encoder_seed", values="cell", aggfunc="first",
-                            sort=False)
+    fid["cell"] = [
+        f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "") + (f" p={p:.3f}" if np.isfinite(p) else "")
+        for v, lo, hi, p in zip(
+            fid["value"],
+            fid["ci_low"],
+            fid["ci_high"],
+            fid.get("p_value", pd.Series(np.nan, index=fid.index)),
+            strict=True,
+        )
+    ]
+    table = fid.pivot_table(
+        index=["metric", "method"], columns="encoder_seed", values="cell", aggfunc="first", sort=False
+    )
     _print_table(table)
     print(f"wrote {out / 'fidelity.csv'}")
 
@@ -558,15 +662,20 @@ def main() -> None:
     p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--n-boot", type=int, default=100)
     p.add_argument("--inception", action="store_true")
-    p.add_argument("--label", choices=["cluster", "epithelial"], default="cluster",
-                   help="condition-fidelity labels: HER2ST clusters, or terciles of the epithelial share")
+    p.add_argument(
+        "--label",
+        choices=["cluster", "epithelial"],
+        default="cluster",
+        help="condition-fidelity labels: HER2ST clusters, or terciles of the epithelial share",
+    )
     p.add_argument("--spots", action="store_true", help="evaluate only the C5 spots the runs painted (smoke runs)")
     p = sub.add_parser("fidelity", help="condition fidelity and paired generator differences, per encoder seed")
     p.add_argument("--dir", default=".gpu_data")
     p.add_argument("--runs", required=True, help="folder with the train step's outputs")
     p.add_argument("--out", default="benchmarks/out/her2st_fidelity")
-    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
-                   help="encoder seeds (none: --nuclei-features only)")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="encoder seeds (none: --nuclei-features only)"
+    )
     p.add_argument("--encoder-epochs", type=int, default=30)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--label", choices=["cluster", "epithelial"], default="epithelial")

@@ -54,12 +54,26 @@ def bench_tiling(slide: Path, copies: int, n_jobs: int, work: Path) -> dict:
         paths.append(str(p))
     a = ad.AnnData(obs=pd.DataFrame({"slide": paths}, index=[f"u{i}" for i in range(copies)]))
     t0 = time.perf_counter()
-    rp.pp.tile_slides(a, store=work / f"tiles_{n_jobs}.zarr", tile_size=256, mpp=0.5, max_tiles=None,
-                      n_jobs=n_jobs, progress_bar=False)
+    rp.pp.tile_slides(
+        a,
+        store=work / f"tiles_{n_jobs}.zarr",
+        tile_size=256,
+        mpp=0.5,
+        max_tiles=None,
+        n_jobs=n_jobs,
+        progress_bar=False,
+    )
     dt = time.perf_counter() - t0
     n = int(a.obs["n_tiles"].sum())
-    return {"what": "tile_slides", "n_jobs": n_jobs, "slides": copies, "tiles": n, "seconds": dt,
-            "tiles_per_s": n / dt, "tiles_per_s_per_core": n / dt / n_jobs}
+    return {
+        "what": "tile_slides",
+        "n_jobs": n_jobs,
+        "slides": copies,
+        "tiles": n,
+        "seconds": dt,
+        "tiles_per_s": n / dt,
+        "tiles_per_s_per_core": n / dt / n_jobs,
+    }
 
 
 def make_store(slide: Path, n_tiles: int, work: Path) -> Path:
@@ -88,8 +102,9 @@ def bench_loader(store: Path, workers: int, batches: int, batch_size: int, augme
     units = rp.data.TileStore.open(store).units
     adata = ad.AnnData(X=np.zeros((len(units), 2048), np.float32), obs=pd.DataFrame(index=units))
     # "none": uint8 tiles as stored, no augmentation anywhere — what the workers alone deliver.
-    ds = rp.data.PairedTiles(store, adata, augment=augment_on != "none",
-                             augment_on="worker" if augment_on == "worker" else "device")
+    ds = rp.data.PairedTiles(
+        store, adata, augment=augment_on != "none", augment_on="worker" if augment_on == "worker" else "device"
+    )
     dl = rp.data.tile_loader(ds, batch_size=batch_size, num_workers=workers, seed=0)
     gen = torch.Generator().manual_seed(0)
 
@@ -116,8 +131,16 @@ def bench_loader(store: Path, workers: int, batches: int, batch_size: int, augme
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {"what": "loader", "augment_on": augment_on, "device": device, "workers": workers, "batch": batch_size,
-            "tiles": n, "seconds": dt, "tiles_per_s": n / dt}
+    return {
+        "what": "loader",
+        "augment_on": augment_on,
+        "device": device,
+        "workers": workers,
+        "batch": batch_size,
+        "tiles": n,
+        "seconds": dt,
+        "tiles_per_s": n / dt,
+    }
 
 
 def main() -> None:
@@ -156,15 +179,22 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         if r["what"] == "tile_slides":
-            print(f"| tile_slides 256 px @ 0.5 µm/px | {r['n_jobs']} process(es), {r['slides']} slides "
-                  f"| {r['tiles']} | "
-                  f"{r['seconds']:.2f} | {r['tiles_per_s']:.0f} | {r['tiles_per_s_per_core']:.0f} |")
+            print(
+                f"| tile_slides 256 px @ 0.5 µm/px | {r['n_jobs']} process(es), {r['slides']} slides "
+                f"| {r['tiles']} | "
+                f"{r['seconds']:.2f} | {r['tiles_per_s']:.0f} | {r['tiles_per_s_per_core']:.0f} |"
+            )
         else:
-            what = {"worker": "+ augmentation in workers", "device": f"+ augmentation on {r['device']}",
-                    "none": "uint8, no augmentation"}[r["augment_on"]]
-            print(f"| DataLoader 256 px {what} | {r['workers']} workers, batch {r['batch']} | "
-                  f"{r['tiles']} | "
-                  f"{r['seconds']:.2f} | {r['tiles_per_s']:.0f} | {r['tiles_per_s'] / max(1, r['workers']):.0f} |")
+            what = {
+                "worker": "+ augmentation in workers",
+                "device": f"+ augmentation on {r['device']}",
+                "none": "uint8, no augmentation",
+            }[r["augment_on"]]
+            print(
+                f"| DataLoader 256 px {what} | {r['workers']} workers, batch {r['batch']} | "
+                f"{r['tiles']} | "
+                f"{r['seconds']:.2f} | {r['tiles_per_s']:.0f} | {r['tiles_per_s'] / max(1, r['workers']):.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def small_adata() -> ad.AnnData:
     x[groups == "b", :10] += 2.0
     obs = pd.DataFrame({"group": pd.Categorical(groups)}, index=[f"s{i}" for i in range(n)])
     a = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(g)]))
-    a.obs["split"] = pd.Categorical(np.tile(["train"] * 6 + ["val"] * 2 + ["test"] * 2, n // 10),
-                                    categories=["train", "val", "test"])
+    a.obs["split"] = pd.Categorical(
+        np.tile(["train"] * 6 + ["val"] * 2 + ["test"] * 2, n // 10), categories=["train", "val", "test"]
+    )
     return a
 
 
@@ -50,5 +51,6 @@ def small_adata() -> ad.AnnData:
 def counts_adata() -> ad.AnnData:
     rng = np.random.default_rng(1)
     x = rng.poisson(3.0, size=(30, 25)).astype(np.float32)
-    return ad.AnnData(X=x, var=pd.DataFrame(index=[f"g{i}" for i in range(25)]),
-                      obs=pd.DataFrame(index=[f"c{i}" for i in range(30)]))
+    return ad.AnnData(
+        X=x, var=pd.DataFrame(index=[f"g{i}" for i in range(25)]), obs=pd.DataFrame(index=[f"c{i}" for i in range(30)])
+    )

@@ -22,8 +22,12 @@ def _run(*args: str, code: int = 0):
 
 def test_tile_command_writes_a_resumable_store_and_lists_failures(data_root, tmp_path):
     table = tmp_path / "units.csv"
-    pd.DataFrame({"unit": ["cmu", "gone"], "slide": [str(data_root / "wsi/CMU-1-Small-Region.svs"),
-                                                     str(tmp_path / "missing.svs")]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "unit": ["cmu", "gone"],
+            "slide": [str(data_root / "wsi/CMU-1-Small-Region.svs"), str(tmp_path / "missing.svs")],
+        }
+    ).to_csv(table, index=False)
     store = tmp_path / "tiles.zarr"
     res = _run("tile", table, "--store", store, "--max-tiles", "10")
     s = rp.data.TileStore.open(store)
@@ -48,12 +52,43 @@ def toy_h5ad(tmp_path_factory):
 
 def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     vae, gan = tmp_path / "vae", tmp_path / "gan"
-    res = _run("train", toy_h5ad, "--method", "vae", "--out", vae, "--max-epochs", "3",
-               "--model-arg", "hidden=[32,16]", "--model-arg", "latent_dim=4")
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "vae",
+        "--out",
+        vae,
+        "--max-epochs",
+        "3",
+        "--model-arg",
+        "hidden=[32,16]",
+        "--model-arg",
+        "latent_dim=4",
+    )
     assert "Saved BetaVAE" in res.output and (vae / "model.safetensors").is_file()
-    _run("train", toy_h5ad, "--method", "rnagan", "--tiles", "obsm:tiles", "--vae", vae, "--out", gan,
-         "--max-steps", "4", "--batch-size", "16", "--model-arg", "width=8", "--train-arg", "num_workers=0",
-         "--train-arg", "n_critic=2")
+    _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "rnagan",
+        "--tiles",
+        "obsm:tiles",
+        "--vae",
+        vae,
+        "--out",
+        gan,
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--model-arg",
+        "width=8",
+        "--train-arg",
+        "num_workers=0",
+        "--train-arg",
+        "n_critic=2",
+    )
     model = rp.models.load_model(gan)
     assert model.is_trained and model.train_info["steps"] == 4 and model.vae is not None
 
@@ -74,9 +109,28 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     assert "X_vae" not in gen.obsm
     gen.obsm["X_other"] = gen.obsm["X_tiles"][np.random.default_rng(0).permutation(gen.n_obs)]  # others' tiles
     gen.write_h5ad(tmp_path / "gen.h5ad")
-    _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--generated", "X_other", "--out",
-         tmp_path / "report.csv", "--figure", tmp_path / "eval.png", "--encoder-epochs", "1", "--n-boot", "5",
-         "--label-key", "group", "--vae", gan / "vae", "--contrast", "X_tiles, X_other")
+    _run(
+        "evaluate",
+        tmp_path / "gen.h5ad",
+        "--generated",
+        "X_tiles",
+        "--generated",
+        "X_other",
+        "--out",
+        tmp_path / "report.csv",
+        "--figure",
+        tmp_path / "eval.png",
+        "--encoder-epochs",
+        "1",
+        "--n-boot",
+        "5",
+        "--label-key",
+        "group",
+        "--vae",
+        gan / "vae",
+        "--contrast",
+        "X_tiles, X_other",
+    )
     report = pd.read_csv(tmp_path / "report.csv")
     assert {"X_tiles", "real (held out)", "nearest neighbour"} <= set(report["method"])
     assert {"KID (encoder)", "condition fidelity"} <= set(report["metric"])
@@ -85,29 +139,84 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     gap = v["X_tiles", "condition fidelity"] - v["X_other", "condition fidelity"]
     assert v["X_tiles − X_other", "condition fidelity, A − B (paired)"] == pytest.approx(gap)
     for bad, why in (("X_tiles", "A,B"), ("X_tiles,X_nope", "not among --generated")):
-        res = _run("evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--out", tmp_path / "r2.csv",
-                   "--contrast", bad, code=2)
+        res = _run(
+            "evaluate",
+            tmp_path / "gen.h5ad",
+            "--generated",
+            "X_tiles",
+            "--out",
+            tmp_path / "r2.csv",
+            "--contrast",
+            bad,
+            code=2,
+        )
         assert why in res.output and not (tmp_path / "r2.csv").exists()
 
 
 def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):
     res = _run("train", tmp_path / "nope.h5ad", "--method", "vae", "--out", tmp_path / "m", code=2)
     assert "does not exist" in res.output
-    res = _run("train", toy_h5ad, "--method", "rnagan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
-               "--max-steps", "1", code=2)
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "rnagan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        tmp_path / "m",
+        "--max-steps",
+        "1",
+        code=2,
+    )
     assert "--vae" in res.output and not (tmp_path / "m").exists()
     res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:nothing", "--out", tmp_path / "m", code=2)
     assert "no obsm['nothing']" in res.output
     res = _run("train", toy_h5ad, "--method", "gan", "--tiles", str(tmp_path), "--out", tmp_path / "m", code=2)
     assert "not a rnapaint TileStore" in res.output
-    res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
-               "--model-arg", "width", code=2)
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "gan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        tmp_path / "m",
+        "--model-arg",
+        "width",
+        code=2,
+    )
     assert "KEY=VALUE" in res.output
-    res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
-               "--train-arg", "seed=1", code=2)
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "gan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        tmp_path / "m",
+        "--train-arg",
+        "seed=1",
+        code=2,
+    )
     assert "set seed with --seed" in res.output
-    res = _run("train", toy_h5ad, "--method", "gan", "--tiles", "obsm:tiles", "--out", tmp_path / "m",
-               "--max-steps", "1", "--model-arg", "widht=8", code=2)
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "gan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        tmp_path / "m",
+        "--max-steps",
+        "1",
+        "--model-arg",
+        "widht=8",
+        code=2,
+    )
     assert "TypeError" in res.output and "widht" in res.output and "Traceback" not in res.output
     res = _run("train", toy_h5ad, "--method", "vae", "--out", tmp_path / "m", "--minutes", "1", code=2)
     assert "--max-epochs" in res.output

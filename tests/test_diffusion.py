@@ -10,12 +10,27 @@ import rnapaint as rp
 from rnapaint.models import CascadedDiffusion
 
 pytestmark = pytest.mark.slow
-BASE = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "n_tokens": 4, "token_dim": 64,
-        "hidden": 64, "head_dim": 16}
+BASE = {
+    "channels": [32, 64],
+    "attention": [False, True],
+    "layers_per_block": 1,
+    "n_tokens": 4,
+    "token_dim": 64,
+    "hidden": 64,
+    "head_dim": 16,
+}
 SR = {**BASE, "channels": [16, 32], "attention": [False, False]}
 MODEL = {"base_size": 8, "base": BASE, "sr": SR}
-TRAIN = {"max_steps": {"base": 300, "sr": 250}, "batch_size": 32, "lr": 2e-3, "warmup_steps": 20, "ema_decay": 0.999,
-         "num_workers": 0, "progress_bar": False, "seed": 0}
+TRAIN = {
+    "max_steps": {"base": 300, "sr": 250},
+    "batch_size": 32,
+    "lr": 2e-3,
+    "warmup_steps": 20,
+    "ema_decay": 0.999,
+    "num_workers": 0,
+    "progress_bar": False,
+    "seed": 0,
+}
 # Two draws per unit: a single 16-px tile measures density coarsely (real tiles: ρ ≈ 0.67 with two).
 GEN = {"n_per_obs": 2, "steps": 10, "progress_bar": False}
 
@@ -67,8 +82,7 @@ def test_samplers_are_interchangeable(model, toy):
     test = _held_out(toy)
     real = test.obsm["tiles"][:, 0].reshape(-1, 3).mean(0)
     for sampler, steps in (("ddpm", 25), ("ddim", 10), ("dpm++", 10)):
-        tiles = model.generate(test, sampler=sampler, guidance_scale=2.0, seed=2,
-                               **{**GEN, "steps": steps})
+        tiles = model.generate(test, sampler=sampler, guidance_scale=2.0, seed=2, **{**GEN, "steps": steps})
         assert tiles.shape == (test.n_obs, 2, 16, 16, 3) and tiles.dtype == np.uint8
         assert np.abs(tiles.reshape(-1, 3).mean(0) - real).max() < 20, sampler  # the stain, not noise
         assert _rho(tiles, test) >= 0.4, sampler
@@ -89,14 +103,24 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     # From expression alone (the β-VAE travels with the model) and through rp.tl.generate, by path.
     bare = test.copy()
     del bare.obsm["X_vae"]
-    rp.tl.generate(bare, tmp_path / "cdm", n_per_obs=2, seed=5, batch_size=64, sampler="ddim", steps=10,
-                   progress_bar=False)
+    rp.tl.generate(
+        bare, tmp_path / "cdm", n_per_obs=2, seed=5, batch_size=64, sampler="ddim", steps=10, progress_bar=False
+    )
     # The latent encoded here and the stored one differ in float rounding: a pixel may move by 1.
     np.testing.assert_allclose(bare.obsm["X_tiles"], model.generate(test, **kw), atol=1)
     assert bare.uns["tiles_generation"]["sampler"] == "ddim"
     # Streamed into a TileStore batch by batch (batches of 5 split units' draws): the same tiles.
-    rp.tl.generate(test, model, store=tmp_path / "cdm.zarr", n_per_obs=2, seed=5, batch_size=5, sampler="ddim",
-                   steps=10, progress_bar=False)
+    rp.tl.generate(
+        test,
+        model,
+        store=tmp_path / "cdm.zarr",
+        n_per_obs=2,
+        seed=5,
+        batch_size=5,
+        sampler="ddim",
+        steps=10,
+        progress_bar=False,
+    )
     store = rp.data.TileStore.open(tmp_path / "cdm.zarr")
     table = store.table
     assert len(store) == 2 * test.n_obs and "X_tiles" not in test.obsm
@@ -106,8 +130,9 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     rows = test.obs_names.get_indexer(table["unit"])
     np.testing.assert_allclose(store[np.arange(len(store))], expected[rows, table["x"].to_numpy()], atol=1)
     ddpm = {"n_per_obs": 2, "seed": 3, "sampler": "ddpm", "steps": 4, "progress_bar": False}  # noise at every step
-    np.testing.assert_allclose(model.generate(test[:3], batch_size=4, **ddpm),
-                               model.generate(test[:3], batch_size=64, **ddpm), atol=1)
+    np.testing.assert_allclose(
+        model.generate(test[:3], batch_size=4, **ddpm), model.generate(test[:3], batch_size=64, **ddpm), atol=1
+    )
     with pytest.raises(ValueError, match="NaN"):
         model.generate(np.full((2, 8), np.nan, np.float32))
     with pytest.raises(ValueError, match="shape"):
@@ -126,8 +151,9 @@ def test_learned_expression_encoder_resumes_and_checks_genes(toy, tmp_path):
     small = toy[:64].copy()
     m = CascadedDiffusion(small, small.obsm["tiles"][:, :, ::2, ::2].copy(), **kw)
     assert m.stages == ("base",) and m.config["condition_dim"] == toy.n_vars
-    m.train(max_steps=4, batch_size=8, num_workers=0, progress_bar=False, checkpoint_dir=tmp_path / "ck",
-            checkpoint_every=2)
+    m.train(
+        max_steps=4, batch_size=8, num_workers=0, progress_bar=False, checkpoint_dir=tmp_path / "ck", checkpoint_every=2
+    )
     again = CascadedDiffusion(small, small.obsm["tiles"][:, :, ::2, ::2].copy(), **kw)
     again.train(max_steps=6, batch_size=8, num_workers=0, progress_bar=False, checkpoint_dir=tmp_path / "ck")
     assert again.train_info["base"]["resumed_from"] == 4 and again.train_info["base"]["steps"] == 6

@@ -46,8 +46,15 @@ def test_evaluate_separates_faithful_from_blind(toy, tmp_path):
 
 
 def test_evaluate_contrast_is_paired_difference(toy, tmp_path):
-    report = rp.tl.evaluate(toy, ["faithful", "blind"], label_key="group", encoder=ColourStats(), nuclei=False,
-                            n_boot=50, contrasts=[("faithful", "blind"), ("blind", "faithful")])
+    report = rp.tl.evaluate(
+        toy,
+        ["faithful", "blind"],
+        label_key="group",
+        encoder=ColourStats(),
+        nuclei=False,
+        n_boot=50,
+        contrasts=[("faithful", "blind"), ("blind", "faithful")],
+    )
     rows = report[report["metric"] == "condition fidelity, A − B (paired)"].set_index("method")
     v = report.set_index(["method", "metric"])["value"]
     gap = v["faithful", "condition fidelity"] - v["blind", "condition fidelity"]
@@ -72,5 +79,8 @@ def test_evaluate_bad_input(toy):
     with pytest.raises(ValueError, match="all-black"):
         rp.tl.evaluate(bad, ["faithful"], encoder=ColourStats())
     with pytest.raises(ValueError, match="not in the report"):
-        rp.pl.evaluation(rp.tl.evaluate(toy, ["faithful"], encoder=ColourStats(), nuclei=False, n_boot=0),
-                         metrics=["nope"], show=False)
+        rp.pl.evaluation(
+            rp.tl.evaluate(toy, ["faithful"], encoder=ColourStats(), nuclei=False, n_boot=0),
+            metrics=["nope"],
+            show=False,
+        )

@@ -39,7 +39,8 @@ def test_fidelity_with_encoder_and_bad_input():
     rng = np.random.default_rng(0)
     lab = np.repeat(["dark", "light"], 40)
     tiles = np.where(lab[:, None, None, None] == "dark", 60, 200).astype(np.uint8) + rng.integers(
-        0, 20, (80, 8, 8, 3), dtype=np.uint8)
+        0, 20, (80, 8, 8, 3), dtype=np.uint8
+    )
     s = rp.metrics.condition_fidelity(tiles, lab, tiles[::-1], lab[::-1], encoder=Mean())
     assert s.accuracy == 1.0
     with pytest.raises(ValueError, match="encoder="):

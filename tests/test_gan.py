@@ -18,8 +18,16 @@ from rnapaint.models import TileGAN
 
 pytestmark = pytest.mark.slow
 GAN = {"width": 16}
-TRAIN = {"max_steps": 500, "batch_size": 64, "n_critic": 2, "lr_g": 1e-3, "lr_d": 2e-3, "num_workers": 0,
-         "progress_bar": False, "seed": 0}
+TRAIN = {
+    "max_steps": 500,
+    "batch_size": 64,
+    "n_critic": 2,
+    "lr_g": 1e-3,
+    "lr_d": 2e-3,
+    "num_workers": 0,
+    "progress_bar": False,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +109,9 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
     np.testing.assert_allclose(s[np.arange(len(s))].astype(float), expected[rows, s.table["x"].to_numpy()], atol=2)
     # A unit's noise follows its name: painting a subset, or the units in another order, gives the same tiles.
     picked = test.obs_names[[6, 1, 4]]
-    np.testing.assert_allclose(m.generate(test[picked].copy(), n_per_obs=2, seed=5).astype(float),
-                               expected[[6, 1, 4]].astype(float), atol=1)
+    np.testing.assert_allclose(
+        m.generate(test[picked].copy(), n_per_obs=2, seed=5).astype(float), expected[[6, 1, 4]].astype(float), atol=1
+    )
     from rnapaint.models._seeding import unit_keys
 
     assert unit_keys(test.obsm["X_vae"][:3], 3).tolist() == [0, 2, 4]  # an array: its rows
@@ -174,14 +183,16 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     proc.wait()
     step = json.loads((ckpt / "config.json").read_text())["step"]
     assert step >= 5 and step % 5 == 0
-    out = subprocess.run([sys.executable, "-c", _KILL, str(ckpt), str(step + 10)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", _KILL, str(ckpt), str(step + 10)], capture_output=True, text=True, check=True
+    ).stdout
     resumed, final = (int(v) for v in out.split("STEPS")[1].split())
     assert resumed == step and final == step + 10
     assert json.loads((ckpt / "config.json").read_text())["step"] == step + 10
     # Running again to the same step count trains nothing and leaves a checkpoint that still resumes.
-    again = subprocess.run([sys.executable, "-c", _KILL, str(ckpt), str(step + 10)], capture_output=True, text=True,
-                           check=True).stdout
+    again = subprocess.run(
+        [sys.executable, "-c", _KILL, str(ckpt), str(step + 10)], capture_output=True, text=True, check=True
+    ).stdout
     assert again.split("STEPS")[1].split() == [str(step + 10), str(step + 10)]
     assert "opt_g" in json.loads((ckpt / "config.json").read_text())
 
@@ -189,8 +200,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
     small = toy[:64].copy()
     m = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
-    m.train(max_steps=5, batch_size=16, checkpoint_dir=tmp_path / "c", checkpoint_every=5, num_workers=0,
-            progress_bar=False)
+    m.train(
+        max_steps=5, batch_size=16, checkpoint_dir=tmp_path / "c", checkpoint_every=5, num_workers=0, progress_bar=False
+    )
     other = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=24)
     with pytest.raises(ValueError, match="another model"):
         other.train(max_steps=10, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)

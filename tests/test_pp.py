@@ -19,8 +19,13 @@ def _snapshot(a: ad.AnnData):
 def _unchanged(a: ad.AnnData, snap) -> bool:
     x, obs, var, uns, layers = snap
     ax = a.X.toarray() if sp.issparse(a.X) else np.asarray(a.X)
-    return (np.array_equal(ax, x, equal_nan=True) and a.obs.equals(obs) and a.var.equals(var)
-            and set(a.uns) == uns and set(a.layers) == layers)
+    return (
+        np.array_equal(ax, x, equal_nan=True)
+        and a.obs.equals(obs)
+        and a.var.equals(var)
+        and set(a.uns) == uns
+        and set(a.layers) == layers
+    )
 
 
 # ---------------------------------------------------------------- align_genes
@@ -147,8 +152,7 @@ def test_zscore_sets_zero_filled_genes_to_the_training_mean(small_adata):
 
 
 def test_zscore_constant_gene_and_no_split_warns():
-    a = ad.AnnData(X=np.c_[np.ones(10), np.arange(10.0)].astype(np.float32),
-                   var=pd.DataFrame(index=["const", "ramp"]))
+    a = ad.AnnData(X=np.c_[np.ones(10), np.arange(10.0)].astype(np.float32), var=pd.DataFrame(index=["const", "ramp"]))
     with pytest.warns(UserWarning, match="fitting z-scores on all"):
         rp.pp.zscore(a)
     assert np.isfinite(a.X).all() and (a.X[:, 0] == 0).all()
@@ -167,11 +171,13 @@ def test_zscore_nan_leaves_input_unchanged(small_adata):
 # ---------------------------------------------------------------- split
 def test_split_fractions_strata_and_groups():
     n_pat = 100
-    obs = pd.DataFrame({
-        "patient": np.repeat([f"p{i}" for i in range(n_pat)], 2),
-        "cohort": np.repeat(np.where(np.arange(n_pat) < 70, "A", "B"), 2),
-        "sample_type": np.tile(["tumor", "normal"], n_pat),
-    })
+    obs = pd.DataFrame(
+        {
+            "patient": np.repeat([f"p{i}" for i in range(n_pat)], 2),
+            "cohort": np.repeat(np.where(np.arange(n_pat) < 70, "A", "B"), 2),
+            "sample_type": np.tile(["tumor", "normal"], n_pat),
+        }
+    )
     obs.index = [f"s{i}" for i in range(len(obs))]
     a = ad.AnnData(X=np.zeros((len(obs), 2), np.float32), obs=obs)
     rp.pp.split(a, stratify="cohort", groups="patient", seed=3)

@@ -19,8 +19,17 @@ def tcga(data_root):
     a = rp.datasets.tcga_tumor_normal(data_root)
     rp.pp.split(a, stratify=["cohort", "sample_type"], groups="patient", seed=0)
     rp.pp.zscore(a)
-    rp.tl.vae(a, hidden=(512, 256), latent_dim=64, beta=0.005, lr=1e-3, max_epochs=100, batch_size=128,
-              seed=0, progress_bar=False)
+    rp.tl.vae(
+        a,
+        hidden=(512, 256),
+        latent_dim=64,
+        beta=0.005,
+        lr=1e-3,
+        max_epochs=100,
+        batch_size=128,
+        seed=0,
+        progress_bar=False,
+    )
     return a
 
 
@@ -88,8 +97,7 @@ def test_shift_normal_to_tumour(tcga):
         tr = (sub.obs["split"] == "train").to_numpy()
         pred = rp.metrics.knn_predict(sub.X[tr], sub.obs["sample_type"].astype(str).to_numpy()[tr], sh.X)
         # Unshifted, the same held-out normals are classified normal: the shift does the work.
-        before = rp.metrics.knn_predict(sub.X[tr], sub.obs["sample_type"].astype(str).to_numpy()[tr],
-                                        sub.X[rows])
+        before = rp.metrics.knn_predict(sub.X[tr], sub.obs["sample_type"].astype(str).to_numpy()[tr], sub.X[rows])
         per[c] = (int((pred == "tumor").sum()), len(sh), int((before == "tumor").sum()))
         hits, total = hits + per[c][0], total + per[c][1]
     print(f"\nshift normal→tumour (tumour after, n, tumour before): {per}; pooled {hits / total:.3f}")

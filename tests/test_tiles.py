@@ -99,8 +99,9 @@ def test_max_tiles_is_a_seeded_draw(data_root, tmp_path):
     path = str(data_root / CMU)
     runs = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        rp.pp.tile_slides(_units({"cmu": path}), store=tmp_path / f"{name}.zarr", max_tiles=5, seed=seed,
-                          progress_bar=False)
+        rp.pp.tile_slides(
+            _units({"cmu": path}), store=tmp_path / f"{name}.zarr", max_tiles=5, seed=seed, progress_bar=False
+        )
         t = rp.data.TileStore.open(tmp_path / f"{name}.zarr").table
         runs.append(set(zip(t["x"], t["y"], strict=True)))
     assert len(runs[0]) == 5 and runs[0] == runs[1] and runs[0] != runs[2]
@@ -108,8 +109,9 @@ def test_max_tiles_is_a_seeded_draw(data_root, tmp_path):
     copied = rp.pp.tile_slides(units, store=tmp_path / "a.zarr", max_tiles=5, seed=1, progress_bar=False, copy=True)
     assert "n_tiles" not in units.obs and copied.obs["n_tiles"].tolist() == [5]  # copy=True leaves the input alone
     with pytest.raises(ValueError, match="other settings"):  # resuming store "a" at another resolution
-        rp.pp.tile_slides(_units({"cmu": path}), store=tmp_path / "a.zarr", max_tiles=5, seed=1, mpp=1.0,
-                          progress_bar=False)
+        rp.pp.tile_slides(
+            _units({"cmu": path}), store=tmp_path / "a.zarr", max_tiles=5, seed=1, mpp=1.0, progress_bar=False
+        )
 
 
 def _pyramid(path: Path, base_mpp: float = 0.25) -> np.ndarray:
@@ -125,8 +127,14 @@ def _pyramid(path: Path, base_mpp: float = 0.25) -> np.ndarray:
     with tifffile.TiffWriter(path) as tw:
         for i, lv in enumerate(levels):
             res = 1e4 / (base_mpp * 2**i)  # pixels per cm
-            tw.write(lv, tile=(128, 128), photometric="rgb", resolution=(res, res), resolutionunit="CENTIMETER",
-                     subfiletype=0 if i == 0 else 1)
+            tw.write(
+                lv,
+                tile=(128, 128),
+                photometric="rgb",
+                resolution=(res, res),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+            )
     return levels
 
 
@@ -143,7 +151,7 @@ def test_pyramid_tiles_hold_exact_pixels(tmp_path, mpp, level):
         for i, j in [(0, 0), (1, 1), (expect_cols - 1, expect_rows - 1)]:
             r = grid[(grid["col"] == i) & (grid["row"] == j)].iloc[0]
             tile = read_tile(slide, int(r.x), int(r.y), info, 128)
-            np.testing.assert_array_equal(tile, levels[level][j * 128:(j + 1) * 128, i * 128:(i + 1) * 128])
+            np.testing.assert_array_equal(tile, levels[level][j * 128 : (j + 1) * 128, i * 128 : (i + 1) * 128])
 
 
 def test_resized_level_is_close(tmp_path):
@@ -154,6 +162,7 @@ def test_resized_level_is_close(tmp_path):
         tile = read_tile(slide, 0, 0, info, 64).astype(float)
         ref = levels[1][:96, :96].astype(float)  # 96 px at 0.5 µm/px = 64 px at 0.75 µm/px
         from PIL import Image
+
         expected = np.asarray(Image.fromarray(ref.astype(np.uint8)).resize((64, 64), Image.Resampling.BOX), float)
         assert np.abs(tile - expected).mean() < 12
 
@@ -165,11 +174,19 @@ def test_bad_slides_go_to_the_failure_table(data_root, tmp_path):
     corrupt.write_bytes(b"II*\x00garbage" * 100)
     blank = tmp_path / "blank.png"
     from PIL import Image
+
     Image.new("RGB", (600, 600), (245, 245, 245)).save(blank)
     nompp = tmp_path / "nompp.png"
     Image.fromarray((np.random.default_rng(0).random((300, 300, 3)) * 255).astype(np.uint8)).save(nompp)
-    a = _units({"good": str(good), "missing": str(tmp_path / "missing.svs"), "corrupt": str(corrupt),
-                "blank": str(blank), "nompp": str(nompp)})
+    a = _units(
+        {
+            "good": str(good),
+            "missing": str(tmp_path / "missing.svs"),
+            "corrupt": str(corrupt),
+            "blank": str(blank),
+            "nompp": str(nompp),
+        }
+    )
     rp.pp.tile_slides(a, store=tmp_path / "t.zarr", slide_mpp={"blank.png": 0.5}, progress_bar=False)
     fail = rp.data.TileStore.open(tmp_path / "t.zarr").failures.set_index("slide")["error"]
     assert "No slide" in fail[str(tmp_path / "missing.svs")]
@@ -272,7 +289,7 @@ def test_spot_patches_are_centred_on_the_spots(her2st_c, data_root):
             if name not in a.obs_names:
                 continue
             cx, cy = int(np.floor(s.pixel_x - 112)), int(np.floor(s.pixel_y - 112))
-            np.testing.assert_array_equal(a[name].obsm["tiles"][0, 0], img[cy:cy + 224, cx:cx + 224])
+            np.testing.assert_array_equal(a[name].obsm["tiles"][0, 0], img[cy : cy + 224, cx : cx + 224])
 
 
 def test_spots_outside_the_image_are_flagged(her2st_c, tmp_path):
@@ -383,10 +400,12 @@ def test_spatialdata_round_trip(her2st_c, tmp_path):
     np.testing.assert_array_equal(back.X.toarray(), a.X.toarray())
     assert (back.obs["library_id"].astype(str) == a.obs["section"].astype(str)).all()
     for lib in ("C2", "C3"):
-        np.testing.assert_array_equal(back.uns["spatial"][lib]["images"]["hires"],
-                                      a.uns["spatial"][lib]["images"]["hires"])
+        np.testing.assert_array_equal(
+            back.uns["spatial"][lib]["images"]["hires"], a.uns["spatial"][lib]["images"]["hires"]
+        )
         assert back.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(
-            a.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"])
+            a.uns["spatial"][lib]["scalefactors"]["tissue_hires_scalef"]
+        )
     # Patches cut from the round-tripped object are the same pixels.
     rp.pp.spot_tiles(a, size=64, library_key="section", progress_bar=False)
     rp.pp.spot_tiles(back, size=64, progress_bar=False)
@@ -400,13 +419,21 @@ def test_from_spatialdata_built_by_spatialdata_itself():
 
     img = np.random.default_rng(0).integers(0, 255, (3, 50, 60), dtype=np.uint8)
     xy = np.array([[40.0, 60.0], [100.0, 20.0], [200.0, 180.0]])
-    table = ad.AnnData(np.ones((3, 2), np.float32), obs=pd.DataFrame(
-        {"region": pd.Categorical(["spots"] * 3), "cell": [2, 0, 1]}, index=["s2", "s0", "s1"]))
+    table = ad.AnnData(
+        np.ones((3, 2), np.float32),
+        obs=pd.DataFrame({"region": pd.Categorical(["spots"] * 3), "cell": [2, 0, 1]}, index=["s2", "s0", "s1"]),
+    )
     sdata = sd.SpatialData(
-        images={"he": Image2DModel.parse(img, dims=("c", "y", "x"),
-                                         transformations={"global": Scale([4.0, 4.0], axes=("y", "x"))})},
-        shapes={"spots": ShapesModel.parse(xy, geometry=0, radius=np.full(3, 5.0), index=np.arange(3),
-                                           transformations={"global": Identity()})},
+        images={
+            "he": Image2DModel.parse(
+                img, dims=("c", "y", "x"), transformations={"global": Scale([4.0, 4.0], axes=("y", "x"))}
+            )
+        },
+        shapes={
+            "spots": ShapesModel.parse(
+                xy, geometry=0, radius=np.full(3, 5.0), index=np.arange(3), transformations={"global": Identity()}
+            )
+        },
         tables={"table": TableModel.parse(table, region="spots", region_key="region", instance_key="cell")},
     )
     a = rp.io.from_spatialdata(sdata)
@@ -455,8 +482,9 @@ def test_batch_augmentation_matches_the_per_tile_transform():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         jittered = rp.data.TileAugment().batch(torch.from_numpy(tiles), torch.Generator().manual_seed(1))
     assert jittered.dtype == torch.float32
-    torch.testing.assert_close(jittered, rp.data.TileAugment().batch(torch.from_numpy(tiles),
-                                                                      torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(
+        jittered, rp.data.TileAugment().batch(torch.from_numpy(tiles), torch.Generator().manual_seed(1))
+    )
     # Colour alone: the per-tile colour matrix applied with the factors drawn for that tile.
     col = rp.data.TileAugment(flips=False, rot90=False, brightness=0.2, contrast=0.3, saturation=0.2, hue=0.05)
     out = col.batch(torch.from_numpy(tiles), torch.Generator().manual_seed(7), value_range=(-1, 1))

@@ -12,8 +12,7 @@ import pytest
 import rnapaint as rp
 from rnapaint.models import BetaVAE
 
-TINY = {"hidden": (32, 16), "latent_dim": 4, "max_epochs": 40, "batch_size": 12, "lr": 1e-2,
-        "progress_bar": False}
+TINY = {"hidden": (32, 16), "latent_dim": 4, "max_epochs": 40, "batch_size": 12, "lr": 1e-2, "progress_bar": False}
 
 
 @pytest.fixture
@@ -99,8 +98,7 @@ def test_encode_other_cohort_without_training(trained, tmp_path):
     with pytest.raises(ValueError, match="not trained"):
         rp.tl.vae(other, model=untrained)
     # The same cohort before z-scoring (log expression) is flagged instead of encoded silently.
-    raw = ad.AnnData(X=(5.0 + np.random.default_rng(0).normal(0, 1, a.shape)).astype(np.float32),
-                     var=a.var[[]].copy())
+    raw = ad.AnnData(X=(5.0 + np.random.default_rng(0).normal(0, 1, a.shape)).astype(np.float32), var=a.var[[]].copy())
     with pytest.warns(UserWarning, match="does not look z-scored"):
         model.get_latent(raw)
     with warnings.catch_warnings():  # z-scored expression, even shifted a little, is not flagged
@@ -129,8 +127,9 @@ def test_reconstruct_synthetic_and_shift(trained):
     assert set(table.index) == {"train", "val", "test"}
     assert (a.obs["reconstruction_rmse"] > 0).all()
     # Pooled RMSE equals the root of the mean squared per-sample RMSE.
-    np.testing.assert_allclose(a.uns["reconstruction"]["rmse"],
-                               np.sqrt(np.mean(a.obs["reconstruction_rmse"].to_numpy() ** 2)), rtol=1e-4)
+    np.testing.assert_allclose(
+        a.uns["reconstruction"]["rmse"], np.sqrt(np.mean(a.obs["reconstruction_rmse"].to_numpy() ** 2)), rtol=1e-4
+    )
     s = rp.tl.synthetic_expression(a, "group", "b", n=12, seed=1)
     assert s.shape == (12, a.n_vars) and (s.obs["group"] == "b").all()
     assert s.var_names.equals(a.var_names) and (s.obs["rp_kind"] == "synthetic").all()

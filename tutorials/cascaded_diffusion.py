@@ -67,16 +67,32 @@ adata
 # safetensors checkpoints and resumes from them; `save_path=` saves the trained model.
 
 # %%
-net = {"channels": [32, 64], "attention": [False, True], "layers_per_block": 1, "n_tokens": 4, "token_dim": 64,
-       "hidden": 64, "head_dim": 16}
+net = {
+    "channels": [32, 64],
+    "attention": [False, True],
+    "layers_per_block": 1,
+    "n_tokens": 4,
+    "token_dim": 64,
+    "hidden": 64,
+    "head_dim": 16,
+}
 sr = {**net, "channels": [16, 32], "attention": [False, False]}
-rp.tl.train_generator(adata, adata.obsm["tiles"], method="cdm", model_kwargs={"base_size": 8, "base": net, "sr": sr},
-                      max_steps=STEPS, batch_size=32, lr=2e-3, warmup_steps=20, ema_decay=0.999, num_workers=0,
-                      progress_bar=False)
+rp.tl.train_generator(
+    adata,
+    adata.obsm["tiles"],
+    method="cdm",
+    model_kwargs={"base_size": 8, "base": net, "sr": sr},
+    max_steps=STEPS,
+    batch_size=32,
+    lr=2e-3,
+    warmup_steps=20,
+    ema_decay=0.999,
+    num_workers=0,
+    progress_bar=False,
+)
 model = rp.tl.get_model(adata, "tile_cdm")
 print(model, {stage: f"{info['steps']} steps in {info['seconds']:.0f} s" for stage, info in model.train_info.items()})
-rp.pl.history(adata, key="tile_cdm");
-
+rp.pl.history(adata, key="tile_cdm")
 # %% [markdown]
 # ## 3. Guidance: how strongly the tiles follow the expression
 #
@@ -89,18 +105,27 @@ rp.pl.history(adata, key="tile_cdm");
 # %%
 held = adata[adata.obs["split"] != "train"].copy()
 for w in (0.0, 1.0, 2.0):
-    rp.tl.generate(held, model, n_per_obs=DRAWS, key_added=f"X_cdm_w{w:g}", guidance_scale=w, steps=SAMPLE_STEPS,
-                   seed=0, progress_bar=False)
+    rp.tl.generate(
+        held,
+        model,
+        n_per_obs=DRAWS,
+        key_added=f"X_cdm_w{w:g}",
+        guidance_scale=w,
+        steps=SAMPLE_STEPS,
+        seed=0,
+        progress_bar=False,
+    )
 order = np.argsort(held.obs["density"].to_numpy())
 picks = order[np.linspace(0, len(order) - 1, 8).round().astype(int)]
 rows = {"real": "tiles", "w=0": "X_cdm_w0", "w=2": "X_cdm_w2"}
 grid = np.concatenate([held.obsm[key][picks, 0] for key in rows.values()])
 labels = [f"{name} d={held.obs['density'].iloc[i]:.2f}" for name in rows for i in picks]
-rp.pl.tiles(grid, labels=labels, ncols=8, n=len(grid), title="held-out units, sparse → dense: real / w=0 / w=2");
+rp.pl.tiles(grid, labels=labels, ncols=8, n=len(grid), title="held-out units, sparse → dense: real / w=0 / w=2")
 
 # %% [markdown]
 # How faithful is each? The toy renderer's ground truth lets us measure the nucleus fraction of
 # every tile and correlate it with the density program that should drive it.
+
 
 # %%
 def nuclei_fraction(tiles: np.ndarray) -> np.ndarray:
@@ -111,9 +136,12 @@ measured = {"real": nuclei_fraction(held.obsm["tiles"])}
 measured |= {f"CDM w={w:g}": nuclei_fraction(held.obsm[f"X_cdm_w{w:g}"]) for w in (0.0, 1.0, 2.0)}
 rho = {k: spearmanr(held.obs["density"], v).statistic for k, v in measured.items()}
 print({k: round(float(v), 2) for k, v in rho.items()})
-rp.pl.response(held.obs["density"].to_numpy(), measured, xlabel="density program (ground truth)",
-               ylabel="nucleus fraction of the tiles");
-
+rp.pl.response(
+    held.obs["density"].to_numpy(),
+    measured,
+    xlabel="density program (ground truth)",
+    ylabel="nucleus fraction of the tiles",
+)
 # %% [markdown]
 # ## 4. Samplers
 #
@@ -122,8 +150,9 @@ rp.pl.response(held.obs["density"].to_numpy(), measured, xlabel="density program
 # compare their faithfulness and mean colour on the same units.
 
 # %%
-ddim = model.generate(held, sampler="ddim", steps=DDIM_STEPS, guidance_scale=2.0, n_per_obs=DRAWS, seed=0,
-                      progress_bar=False)
+ddim = model.generate(
+    held, sampler="ddim", steps=DDIM_STEPS, guidance_scale=2.0, n_per_obs=DRAWS, seed=0, progress_bar=False
+)
 dpm = held.obsm["X_cdm_w2"]
 for name, t in ((f"DDIM, {DDIM_STEPS} steps", ddim), (f"DPM-Solver++, {SAMPLE_STEPS} steps", dpm)):
     r = spearmanr(held.obs["density"], nuclei_fraction(t)).statistic
@@ -143,15 +172,29 @@ signature = np.asarray(train[train.obs["group"] == "dense"].X).mean(0, keepdims=
 enriched = held.copy()
 enriched.X = np.asarray(held.X) + signature
 del enriched.obsm["X_vae"]  # re-encoded from the new expression
-rp.tl.generate(enriched, model, n_per_obs=DRAWS, key_added="X_cdm", guidance_scale=2.0, steps=SAMPLE_STEPS, seed=0,
-               progress_bar=False)
+rp.tl.generate(
+    enriched,
+    model,
+    n_per_obs=DRAWS,
+    key_added="X_cdm",
+    guidance_scale=2.0,
+    steps=SAMPLE_STEPS,
+    seed=0,
+    progress_bar=False,
+)
 gain = nuclei_fraction(enriched.obsm["X_cdm"]) - measured["CDM w=2"]
-print(f"nucleus fraction {measured['CDM w=2'].mean():.3f} → {(measured['CDM w=2'] + gain).mean():.3f}; "
-      f"denser for {100 * np.mean(gain > 0):.0f} % of units")
+print(
+    f"nucleus fraction {measured['CDM w=2'].mean():.3f} → {(measured['CDM w=2'] + gain).mean():.3f}; "
+    f"denser for {100 * np.mean(gain > 0):.0f} % of units"
+)
 pair = np.concatenate([held.obsm["X_cdm_w2"][picks, 0], enriched.obsm["X_cdm"][picks, 0]])
-rp.pl.tiles(pair, labels=[f"{k} d={held.obs['density'].iloc[i]:.2f}" for k in ("as is", "enriched") for i in picks],
-            ncols=8, n=len(pair), title="same noise: profile as measured (top), dense-enriched (bottom)");
-
+rp.pl.tiles(
+    pair,
+    labels=[f"{k} d={held.obs['density'].iloc[i]:.2f}" for k in ("as is", "enriched") for i in picks],
+    ncols=8,
+    n=len(pair),
+    title="same noise: profile as measured (top), dense-enriched (bottom)",
+)
 # %% [markdown]
 # ## 6. Save, load, paint again
 #
@@ -167,11 +210,14 @@ with tempfile.TemporaryDirectory() as tmp:
     loaded = rp.models.load_model(Path(tmp) / "toy_cdm")
     # Each tile's noise comes from (seed, its position); with rp.tl.generate's batch size (256) too, the
     # arithmetic is the same and so are the pixels (another batch size may move one by a rounding step).
-    again = loaded.generate(held, guidance_scale=2.0, steps=SAMPLE_STEPS, n_per_obs=DRAWS, seed=0, batch_size=256,
-                            progress_bar=False)
+    again = loaded.generate(
+        held, guidance_scale=2.0, steps=SAMPLE_STEPS, n_per_obs=DRAWS, seed=0, batch_size=256, progress_bar=False
+    )
 identical = bool(np.array_equal(again, held.obsm["X_cdm_w2"]))
 print("identical after save → load:", identical)
 
 # %%
-print(f"TUTORIAL-RESULT rho_w0={rho['CDM w=0']:.3f} rho_w2={rho['CDM w=2']:.3f} rho_real={rho['real']:.3f} "
-      f"enrich_gain={gain.mean():.4f} identical={int(identical)}")
+print(
+    f"TUTORIAL-RESULT rho_w0={rho['CDM w=0']:.3f} rho_w2={rho['CDM w=2']:.3f} rho_real={rho['real']:.3f} "
+    f"enrich_gain={gain.mean():.4f} identical={int(identical)}"
+)

@@ -74,10 +74,10 @@ is_train = (adata.obs["split"] == "train").to_numpy()
 hvg = sc.pp.highly_variable_genes(adata[is_train], n_top_genes=2000, inplace=False)
 adata = adata[:, hvg["highly_variable"].to_numpy()].copy()
 rp.pp.zscore(adata)
-rp.tl.vae(adata, hidden=(256, 128), latent_dim=32, max_epochs=40 if FAST else 200, lr=1e-3, batch_size=64,
-          progress_bar=False)
-rp.pl.history(adata);
-
+rp.tl.vae(
+    adata, hidden=(256, 128), latent_dim=32, max_epochs=40 if FAST else 200, lr=1e-3, batch_size=64, progress_bar=False
+)
+rp.pl.history(adata)
 # %% [markdown]
 # ## 3. RNA-GAN and the GAN baseline
 #
@@ -86,8 +86,16 @@ rp.pl.history(adata);
 # get the same number of steps.
 
 # %%
-settings = dict(model_kwargs={"width": 16}, max_steps=STEPS, batch_size=64, n_critic=2, lr_g=1e-3, lr_d=2e-3,
-                num_workers=0, progress_bar=False)
+settings = dict(
+    model_kwargs={"width": 16},
+    max_steps=STEPS,
+    batch_size=64,
+    n_critic=2,
+    lr_g=1e-3,
+    lr_d=2e-3,
+    num_workers=0,
+    progress_bar=False,
+)
 rp.tl.train_generator(adata, adata.obsm["tiles"], method="rnagan", **settings)
 rp.tl.train_generator(adata, adata.obsm["tiles"], method="gan", **settings)
 rnagan, gan = rp.tl.get_model(adata, "tile_rnagan"), rp.tl.get_model(adata, "tile_gan")
@@ -110,8 +118,7 @@ rp.tl.generate(c5, gan, n_per_obs=2, key_added="X_gan", seed=0)
 pick = np.random.default_rng(1).choice(c5.n_obs, 8, replace=False)
 grid = np.concatenate([c5.obsm["tiles"][pick, 0], c5.obsm["X_rnagan"][pick, 0], c5.obsm["X_gan"][pick, 0]])
 labels = [f"{kind} {c5.obs['cluster'].iloc[i]}" for kind in ("real", "RNA-GAN", "GAN") for i in pick]
-rp.pl.tiles(grid, labels=labels, ncols=8, n=len(grid), title="C5 (held out): real / RNA-GAN / GAN, by cluster");
-
+rp.pl.tiles(grid, labels=labels, ncols=8, n=len(grid), title="C5 (held out): real / RNA-GAN / GAN, by cluster")
 # %% [markdown]
 # ## 5. Virtual H&E for a section without an image
 #
@@ -125,13 +132,12 @@ x = c1.obs["array_x"].to_numpy() - c1.obs["array_x"].min()
 y = c1.obs["array_y"].to_numpy() - c1.obs["array_y"].min()
 mosaic = np.full(((y.max() + 1) * PX, (x.max() + 1) * PX, 3), 255, np.uint8)
 for t, i, j in zip(c1.obsm["X_rnagan"][:, 0], y, x, strict=True):
-    mosaic[i * PX:(i + 1) * PX, j * PX:(j + 1) * PX] = t
+    mosaic[i * PX : (i + 1) * PX, j * PX : (j + 1) * PX] = t
 import matplotlib.pyplot as plt
 
 fig, ax = plt.subplots(figsize=(6, 6))
 ax.imshow(mosaic)
 ax.set_title(f"C1: virtual H&E from expression ({c1.n_obs} spots)")
-ax.axis("off");
-
+ax.axis("off")
 # %%
 print(f"TUTORIAL-RESULT c5_spots={c5.n_obs} c1_spots={c1.n_obs} steps={rnagan.train_info['steps']}")

@@ -65,8 +65,7 @@ s = entry["scalefactors"]["tissue_hires_scalef"]
 ax.imshow(entry["images"]["hires"])
 ax.scatter(*(section.obsm["spatial"] * s).T, s=6, c=np.log1p(section.X.sum(1).A1), cmap="viridis")
 ax.set_title("HER2ST C2: spots coloured by log total counts")
-ax.axis("off");
-
+ax.axis("off")
 # %% [markdown]
 # ## 2. One patch per spot
 #
@@ -77,8 +76,7 @@ ax.axis("off");
 # %%
 rp.pp.spot_tiles(section, size=224)
 print(section.obsm["tiles"].shape, "flagged outside:", int(section.obs["tiles_outside"].sum()))
-rp.pl.tiles(section, groupby="cluster", n=16, title="C2 spot patches, labelled by expression cluster");
-
+rp.pl.tiles(section, groupby="cluster", n=16, title="C2 spot patches, labelled by expression cluster")
 # %% [markdown]
 # ## 3. A whole-slide image, tiled at 20×
 #
@@ -97,8 +95,7 @@ print(store)
 store.table.head()
 
 # %%
-rp.pl.tiles(store, n=16, title="CMU-1-Small-Region: tissue tiles at 0.5 µm/px");
-
+rp.pl.tiles(store, n=16, title="CMU-1-Small-Region: tissue tiles at 0.5 µm/px")
 # %% [markdown]
 # Which grid positions were kept? {func}`rnapaint.pp.plan_tiles` shows the grid with the mask's
 # verdict; kept tiles are the candidates that also passed the per-tile glass and contrast checks.
@@ -115,11 +112,13 @@ fig, ax = plt.subplots(figsize=(5, 6))
 ax.imshow(thumb)
 for x, y in zip(grid["x"], grid["y"], strict=True):
     colour = "lime" if (x, y) in kept else "red"
-    ax.add_patch(plt.Rectangle((x / down, y / down), info["footprint"] / down, info["footprint"] / down,
-                               fill=False, ec=colour, lw=0.8))
+    ax.add_patch(
+        plt.Rectangle(
+            (x / down, y / down), info["footprint"] / down, info["footprint"] / down, fill=False, ec=colour, lw=0.8
+        )
+    )
 ax.set_title(f"{len(kept)} of {len(grid)} grid tiles kept (green)")
-ax.axis("off");
-
+ax.axis("off")
 # %% [markdown]
 # ## 4. Pairs for training
 #
@@ -135,9 +134,10 @@ loader = rp.data.tile_loader(pairs, batch_size=8, num_workers=0)
 batch = next(iter(loader))
 print({k: tuple(v.shape) for k, v in batch.items()})
 shown = ((batch["image"].permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
-rp.pl.tiles(shown, labels=[section.obs_names[i] for i in batch["unit"].tolist()], ncols=8,
-            title="an augmented training batch");
-
+rp.pl.tiles(
+    shown, labels=[section.obs_names[i] for i in batch["unit"].tolist()], ncols=8, title="an augmented training batch"
+)
 # %%
-print(f"TUTORIAL-RESULT spots={section.n_obs} patches={int((~section.obs['tiles_outside']).sum())} "
-      f"wsi_tiles={len(store)}")
+print(
+    f"TUTORIAL-RESULT spots={section.n_obs} patches={int((~section.obs['tiles_outside']).sum())} wsi_tiles={len(store)}"
+)

@@ -18,7 +18,17 @@ from ._version import __version__
 _SUBMODULES = ("io", "datasets", "pp", "data", "nn", "models", "metrics", "tl", "pl", "cli")
 
 __all__ = [
-    "__version__", "cli", "data", "datasets", "io", "metrics", "models", "nn", "pl", "pp", "tl",
+    "__version__",
+    "cli",
+    "data",
+    "datasets",
+    "io",
+    "metrics",
+    "models",
+    "nn",
+    "pl",
+    "pp",
+    "tl",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -15,10 +15,7 @@ def _values(x) -> np.ndarray:
 def check_nonempty(adata, what: str = "adata") -> None:
     """Raise if an AnnData has no observations or no variables."""
     if adata.n_obs == 0 or adata.n_vars == 0:
-        raise ValueError(
-            f"{what} is empty ({adata.n_obs} observations × {adata.n_vars} genes); "
-            "nothing to work on."
-        )
+        raise ValueError(f"{what} is empty ({adata.n_obs} observations × {adata.n_vars} genes); nothing to work on.")
 
 
 def check_finite(x, what: str = "adata.X") -> None:
@@ -32,8 +29,7 @@ def check_finite(x, what: str = "adata.X") -> None:
             n_nan = int(np.isnan(v).sum())
             n_inf = int(bad.sum()) - n_nan
             raise ValueError(
-                f"{what} holds {n_nan} NaN and {n_inf} infinite values; "
-                "impute or drop them before using rnapaint."
+                f"{what} holds {n_nan} NaN and {n_inf} infinite values; impute or drop them before using rnapaint."
             )
 
 

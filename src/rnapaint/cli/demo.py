@@ -50,8 +50,9 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
     train = (adata.obs["split"] == "train").to_numpy()
     test = (adata.obs["split"] == "test").to_numpy()
     knn = {
-        col: rp.metrics.knn_accuracy(z[train], adata.obs[col].astype(str).to_numpy()[train],
-                                     z[test], adata.obs[col].astype(str).to_numpy()[test])
+        col: rp.metrics.knn_accuracy(
+            z[train], adata.obs[col].astype(str).to_numpy()[train], z[test], adata.obs[col].astype(str).to_numpy()[test]
+        )
         for col in ("cohort", "sample_type")
     }
 
@@ -81,8 +82,16 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
     rp.pl.history(adata, save=out / "history.png", show=False)
     rp.pl.latent_umap(adata, "cohort", synthetic=synth, seed=seed, save=out / "latent_umap.png", show=False)
     held_out = adata[test]
-    rp.pl.latent_umap(held_out, "sample_type", synthetic=shifted, model=model, reconstructed=False,
-                      seed=seed, save=out / "shift_umap.png", show=False)
+    rp.pl.latent_umap(
+        held_out,
+        "sample_type",
+        synthetic=shifted,
+        model=model,
+        reconstructed=False,
+        seed=seed,
+        save=out / "shift_umap.png",
+        show=False,
+    )
 
     from .demo_toy_gan import run_toy_gan
 
@@ -113,8 +122,7 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
         f"model: {summary['model']}, {summary['epochs']} epochs",
         "reconstruction RMSE (z-score units): "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["reconstruction_rmse"].items()),
-        "5-NN on X_vae, test split: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in summary["knn5_accuracy_test"].items()),
+        "5-NN on X_vae, test split: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["knn5_accuracy_test"].items()),
         "synthetic tumours classified as their cohort (5-NN on real expression): "
         + ", ".join(f"{k} {v:.2f}" for k, v in synth_acc.items()),
         f"held-out normals shifted toward tumour, classified tumour: "

@@ -8,8 +8,11 @@ import typer
 
 from . import pipeline
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="rnapaint: learn how gene expression shapes tissue and paint H&E tiles.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="rnapaint: learn how gene expression shapes tissue and paint H&E tiles.",
+)
 
 
 def _version(value: bool) -> None:
@@ -22,8 +25,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """rnapaint command line."""
 

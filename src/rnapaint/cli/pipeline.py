@@ -113,9 +113,18 @@ def tile(
     if slide_key not in adata.obs:
         _fail(f"{units} has no {slide_key!r} column; its columns are {list(adata.obs.columns)}.")
     with _clear_errors():
-        rp.pp.tile_slides(adata, slide_key=slide_key, store=store, tile_size=tile_size, mpp=mpp,
-                          max_tiles=max_tiles or None, max_background=max_background, seed=seed, n_jobs=jobs,
-                          slide_mpp=slide_mpp)
+        rp.pp.tile_slides(
+            adata,
+            slide_key=slide_key,
+            store=store,
+            tile_size=tile_size,
+            mpp=mpp,
+            max_tiles=max_tiles or None,
+            max_background=max_background,
+            seed=seed,
+            n_jobs=jobs,
+            slide_mpp=slide_mpp,
+        )
     s = rp.data.TileStore.open(store)
     typer.echo(f"{len(s)} tiles from {len(s.done_slides)} slides in {store}; {len(s.failures)} slides failed.")
     for row in s.failures.itertuples(index=False):
@@ -125,12 +134,14 @@ def tile(
 
 
 def train(
-    expression: Path = typer.Argument(..., help=".h5ad of expression units (as the model should see it, "
-                                                "e.g. after rp.pp.log1p and rp.pp.zscore)."),
+    expression: Path = typer.Argument(
+        ..., help=".h5ad of expression units (as the model should see it, e.g. after rp.pp.log1p and rp.pp.zscore)."
+    ),
     out: Path = typer.Option(..., help="Model directory to write (safetensors + JSON)."),
     method: str = typer.Option("rnagan", help="vae, rnagan, gan or cdm."),
-    tiles: str | None = typer.Option(None, help="TileStore path, or obsm:KEY for tiles held in the .h5ad "
-                                                "(generators only)."),
+    tiles: str | None = typer.Option(
+        None, help="TileStore path, or obsm:KEY for tiles held in the .h5ad (generators only)."
+    ),
     vae: Path | None = typer.Option(None, help="Trained β-VAE directory (rnagan, cdm): encodes the profiles."),
     split_key: str = typer.Option("split", help="obs column: train on units marked 'train' when it exists."),
     max_steps: int | None = typer.Option(None, help="Training steps (generators; cdm: for each stage)."),
@@ -138,10 +149,12 @@ def train(
     max_epochs: int = typer.Option(300, help="Epochs (vae)."),
     batch_size: int | None = typer.Option(None, help="Batch size (default: the model's)."),
     seed: int = typer.Option(0, help="Random seed."),
-    model_arg: list[str] | None = typer.Option(None, help="Model setting KEY=VALUE (JSON value), repeatable: "
-                                                          "e.g. width=32, latent_dim=200, hidden=[512,256]."),
-    train_arg: list[str] | None = typer.Option(None, help="Training setting KEY=VALUE (JSON value), repeatable: "
-                                                          "e.g. n_critic=5, lr=1e-4, num_workers=8."),
+    model_arg: list[str] | None = typer.Option(
+        None, help="Model setting KEY=VALUE (JSON value), repeatable: e.g. width=32, latent_dim=200, hidden=[512,256]."
+    ),
+    train_arg: list[str] | None = typer.Option(
+        None, help="Training setting KEY=VALUE (JSON value), repeatable: e.g. n_critic=5, lr=1e-4, num_workers=8."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing model directory."),
 ) -> None:
     """Train a β-VAE (method vae) or a tile generator (rnagan, gan, cdm) and save it."""
@@ -152,8 +165,13 @@ def train(
     if out.exists() and not overwrite:
         _fail(f"{out} exists; pass --overwrite to replace it.")
     adata = _read_units(expression)
-    reserved = {"seed": "--seed", "batch_size": "--batch-size", "split_key": "--split-key", "save_path": "--out",
-                "max_epochs": "--max-epochs"}
+    reserved = {
+        "seed": "--seed",
+        "batch_size": "--batch-size",
+        "split_key": "--split-key",
+        "save_path": "--out",
+        "max_epochs": "--max-epochs",
+    }
     model_kw = _key_values(model_arg, "--model-arg", reserved)
     train_kw = _key_values(train_arg, "--train-arg", reserved)
     if batch_size is not None:
@@ -162,11 +180,14 @@ def train(
         if tiles is not None or max_steps is not None or minutes is not None:
             _fail("--tiles, --max-steps and --minutes are for the generators; a β-VAE takes --max-epochs.")
         with _clear_errors():
-            rp.tl.vae(adata, max_epochs=max_epochs, seed=seed, split_key=split_key, save_path=out,
-                      **model_kw, **train_kw)
+            rp.tl.vae(
+                adata, max_epochs=max_epochs, seed=seed, split_key=split_key, save_path=out, **model_kw, **train_kw
+            )
         info = adata.uns["vae"]["train_info"]
-        typer.echo(f"Saved {rp.tl.get_model(adata, 'vae')!r} to {out}; {info['epochs']} epochs, best validation "
-                   f"loss {info['best_val_loss']}.")
+        typer.echo(
+            f"Saved {rp.tl.get_model(adata, 'vae')!r} to {out}; {info['epochs']} epochs, best validation "
+            f"loss {info['best_val_loss']}."
+        )
         return
     if tiles is None:
         _fail(f"--tiles is required for --method {method}.")
@@ -184,8 +205,17 @@ def train(
     with _clear_errors():
         if vae_model is not None:  # the latent of the β-VAE the model will carry, never a stale one in the file
             adata.obsm["X_vae"] = vae_model.get_latent(adata)
-        rp.tl.train_generator(adata, tiles_arg, method=method, vae=vae_model, split_key=split_key, save_path=out,
-                              model_kwargs=model_kw, seed=seed, **train_kw)
+        rp.tl.train_generator(
+            adata,
+            tiles_arg,
+            method=method,
+            vae=vae_model,
+            split_key=split_key,
+            save_path=out,
+            model_kwargs=model_kw,
+            seed=seed,
+            **train_kw,
+        )
     info = adata.uns[f"tile_{method}"]["train_info"]
     typer.echo(f"Saved {method} to {out}: {info.get('steps', '?')} steps in {info.get('seconds', 0):.0f} s.")
 
@@ -221,8 +251,17 @@ def generate(
                 _fail(f"--{name.split('_')[0]} is a diffusion setting; {model} holds a {type(m).__name__}.")
             kw[name] = value
     with _clear_errors():
-        rp.tl.generate(adata, m, n_per_obs=n_per_obs, key_added=key, store=out if as_store else None, seed=seed,
-                       batch_size=batch_size, overwrite=overwrite, **kw)
+        rp.tl.generate(
+            adata,
+            m,
+            n_per_obs=n_per_obs,
+            key_added=key,
+            store=out if as_store else None,
+            seed=seed,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            **kw,
+        )
     if not as_store:
         _write_atomic(out, adata.write_h5ad)
     typer.echo(f"{adata.n_obs} × {n_per_obs} tiles of {m.config['image_size']} px in {out}.")
@@ -237,16 +276,21 @@ def evaluate(
     label_key: str | None = typer.Option(None, help="obs column for condition fidelity (cluster, section...)."),
     rep: str = typer.Option("X_vae", help="obsm key of the condition."),
     split_key: str = typer.Option("split", help="obs column with train/test."),
-    vae: Path | None = typer.Option(None, help="β-VAE directory: computes --rep from the expression (e.g. the "
-                                               "generator's own β-VAE, its vae/ folder)."),
+    vae: Path | None = typer.Option(
+        None,
+        help="β-VAE directory: computes --rep from the expression (e.g. the generator's own β-VAE, its vae/ folder).",
+    ),
     encoder: Path | None = typer.Option(None, help="Trained TileEncoder directory (default: train one)."),
     encoder_epochs: int = typer.Option(30, help="SimCLR epochs when no --encoder is given."),
     mpp: float | None = typer.Option(None, help="µm per pixel of the tiles (nuclei sizes)."),
     inception: bool = typer.Option(False, help="Also KID/FID with the FID Inception (needs rnapaint[fid])."),
     n_boot: int = typer.Option(100, help="Bootstrap resamples."),
     seed: int = typer.Option(0, help="Random seed."),
-    contrast: list[str] = typer.Option([], help="A,B (two --generated keys): the paired condition-fidelity "
-                                                "difference A − B with its interval; repeatable."),
+    contrast: list[str] = typer.Option(
+        [],
+        help="A,B (two --generated keys): the paired condition-fidelity "
+        "difference A − B with its interval; repeatable.",
+    ),
 ) -> None:
     """Score generated tiles against held-out real ones, with the real and nearest-neighbour baselines."""
     import rnapaint as rp
@@ -262,9 +306,21 @@ def evaluate(
         enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None
         if vae is not None:
             adata.obsm[rep] = rp.models.BetaVAE.load(vae).get_latent(adata)
-        report = rp.tl.evaluate(adata, generated, tiles_key=tiles_key, label_key=label_key, rep=rep,
-                                split_key=split_key, encoder=enc, encoder_kwargs={"epochs": encoder_epochs},
-                                inception=inception, mpp=mpp, n_boot=n_boot, seed=seed, contrasts=pairs)
+        report = rp.tl.evaluate(
+            adata,
+            generated,
+            tiles_key=tiles_key,
+            label_key=label_key,
+            rep=rep,
+            split_key=split_key,
+            encoder=enc,
+            encoder_kwargs={"epochs": encoder_epochs},
+            inception=inception,
+            mpp=mpp,
+            n_boot=n_boot,
+            seed=seed,
+            contrasts=pairs,
+        )
     if figure is not None:  # the figure first: a failed plot writes no report either
         _write_atomic(figure, lambda p: rp.pl.evaluation(report, show=False, save=p))
     _write_atomic(out, lambda p: report.to_csv(p, index=False))

@@ -35,14 +35,23 @@ class TileAugment:
         Maximum hue rotation as a fraction of a full turn (H&E stain varies between labs).
     """
 
-    def __init__(self, flips: bool = True, rot90: bool = True, brightness: float = 0.1, contrast: float = 0.1,
-                 saturation: float = 0.1, hue: float = 0.02):
+    def __init__(
+        self,
+        flips: bool = True,
+        rot90: bool = True,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        saturation: float = 0.1,
+        hue: float = 0.02,
+    ):
         self.flips, self.rot90 = flips, rot90
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
 
     def __repr__(self) -> str:
-        return (f"TileAugment(flips={self.flips}, rot90={self.rot90}, brightness={self.brightness}, "
-                f"contrast={self.contrast}, saturation={self.saturation}, hue={self.hue})")
+        return (
+            f"TileAugment(flips={self.flips}, rot90={self.rot90}, brightness={self.brightness}, "
+            f"contrast={self.contrast}, saturation={self.saturation}, hue={self.hue})"
+        )
 
     @staticmethod
     def _factor(v: float) -> float:
@@ -105,8 +114,12 @@ class TileAugment:
             img = self._colour(img).clamp_(0.0, 1.0)
         return img
 
-    def batch(self, tiles: torch.Tensor, generator: torch.Generator | None = None,
-              value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    def batch(
+        self,
+        tiles: torch.Tensor,
+        generator: torch.Generator | None = None,
+        value_range: tuple[float, float] = (0.0, 1.0),
+    ) -> torch.Tensor:
         """Augment a batch of uint8 tiles on their own device (e.g. the GPU).
 
         Parameters
@@ -133,8 +146,9 @@ class TileAugment:
         with torch.autocast(tiles.device.type, enabled=False):
             return self._batch(tiles, generator, value_range)
 
-    def _batch(self, tiles: torch.Tensor, generator: torch.Generator | None,
-               value_range: tuple[float, float]) -> torch.Tensor:
+    def _batch(
+        self, tiles: torch.Tensor, generator: torch.Generator | None, value_range: tuple[float, float]
+    ) -> torch.Tensor:
         n, hgt, wid = tiles.shape[:3]
         flip_w = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
         flip_h = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
@@ -178,8 +192,9 @@ def _dihedral(tiles: torch.Tensor, code: torch.Tensor, grouped: bool) -> torch.T
     return out.div_(255.0)
 
 
-def colour_parameters(augment: TileAugment, n: int, generator: torch.Generator | None = None,
-                      jitter_prob: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def colour_parameters(
+    augment: TileAugment, n: int, generator: torch.Generator | None = None, jitter_prob: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random colour jitter of ``n`` tiles as one affine map each (see :meth:`TileAugment._colour`).
 
     Parameters
@@ -205,8 +220,14 @@ def colour_parameters(augment: TileAugment, n: int, generator: torch.Generator |
         theta = torch.where(keep, torch.zeros_like(theta), theta)
     cos, sin = torch.cos(theta), torch.sin(theta)
     one, zero = torch.ones(n), torch.zeros(n)
-    chroma = torch.stack([torch.stack([one, zero, zero], 1), torch.stack([zero, s * cos, -s * sin], 1),
-                          torch.stack([zero, s * sin, s * cos], 1)], 1)
+    chroma = torch.stack(
+        [
+            torch.stack([one, zero, zero], 1),
+            torch.stack([zero, s * cos, -s * sin], 1),
+            torch.stack([zero, s * sin, s * cos], 1),
+        ],
+        1,
+    )
     m = (_YIQ2RGB @ chroma @ _RGB2YIQ) * (b * c)[:, None, None]
     return m, (1.0 - c) * b
 

@@ -43,9 +43,16 @@ class UnitSampler(Sampler[int]):
             yield int(m[rng.integers(0, len(m))])
 
 
-def tile_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, num_workers: int | None = None,
-                seed: int = 0, drop_last: bool = True, sampler: Sampler | None = None,
-                prefetch_factor: int = 4) -> DataLoader:
+def tile_loader(
+    dataset: Dataset,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    num_workers: int | None = None,
+    seed: int = 0,
+    drop_last: bool = True,
+    sampler: Sampler | None = None,
+    prefetch_factor: int = 4,
+) -> DataLoader:
     """A DataLoader that keeps a GPU fed from a tile store.
 
     Worker processes decode tiles in parallel (default: all cores but one, at most 16), keep their
@@ -64,6 +71,14 @@ def tile_loader(dataset: Dataset, batch_size: int = 64, shuffle: bool = True, nu
     kwargs = {}
     if num_workers > 0:
         kwargs = {"persistent_workers": True, "prefetch_factor": prefetch_factor}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
-                      sampler=sampler, num_workers=num_workers, drop_last=drop_last, generator=gen,
-                      pin_memory=torch.cuda.is_available(), **kwargs)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=gen,
+        pin_memory=torch.cuda.is_available(),
+        **kwargs,
+    )

@@ -46,9 +46,16 @@ class PairedTiles(Dataset):
         of float32's bytes). The generators train this way.
     """
 
-    def __init__(self, tiles: TileStore | str | os.PathLike | np.ndarray, adata: ad.AnnData,
-                 rep: str | None = None, units=None, augment: bool | TileAugment | None = None,
-                 value_range: tuple[float, float] = (-1.0, 1.0), augment_on: str = "worker"):
+    def __init__(
+        self,
+        tiles: TileStore | str | os.PathLike | np.ndarray,
+        adata: ad.AnnData,
+        rep: str | None = None,
+        units=None,
+        augment: bool | TileAugment | None = None,
+        value_range: tuple[float, float] = (-1.0, 1.0),
+        augment_on: str = "worker",
+    ):
         if augment_on not in ("worker", "device"):
             raise ValueError(f"augment_on must be 'worker' or 'device', got {augment_on!r}.")
         self.augment_on = augment_on
@@ -62,8 +69,9 @@ class PairedTiles(Dataset):
         keep = np.ones(adata.n_obs, bool) if units is None else adata.obs_names.isin(list(units))
         if isinstance(tiles, np.ndarray):
             if tiles.ndim != 5 or len(tiles) != adata.n_obs or tiles.dtype != np.uint8:
-                raise ValueError(f"tiles must be uint8 (n_obs={adata.n_obs}, k, H, W, 3), got {tiles.dtype} "
-                                 f"{tiles.shape}.")
+                raise ValueError(
+                    f"tiles must be uint8 (n_obs={adata.n_obs}, k, H, W, 3), got {tiles.dtype} {tiles.shape}."
+                )
             self._memory = tiles
             self._store_path = None
             k = tiles.shape[1]
@@ -83,8 +91,10 @@ class PairedTiles(Dataset):
             pos = adata.obs_names.get_indexer(unit_names)
             if (pos < 0).any():
                 absent = unit_names[pos < 0]
-                raise ValueError(f"{len(absent)} units of the tile store are not in adata (e.g. {absent[0]!r}): "
-                                 "subset the store with units= or use the AnnData the tiles were cut for.")
+                raise ValueError(
+                    f"{len(absent)} units of the tile store are not in adata (e.g. {absent[0]!r}): "
+                    "subset the store with units= or use the AnnData the tiles were cut for."
+                )
             obs_rows = pos[codes]
             self._tile_rows = np.arange(len(store))
         sel = keep[obs_rows]

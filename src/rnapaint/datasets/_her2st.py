@@ -156,8 +156,10 @@ def her2st(
     if any(p is not None for p in props):
         cols = next(p for p in props if p is not None).columns
         adata.obsm["cell_type_proportions"] = pd.concat(
-            [p if p is not None else pd.DataFrame(np.nan, index=q.obs_names, columns=cols)
-             for p, q in zip(props, parts, strict=True)]
+            [
+                p if p is not None else pd.DataFrame(np.nan, index=q.obs_names, columns=cols)
+                for p, q in zip(props, parts, strict=True)
+            ]
         ).loc[adata.obs_names]
     for col in ("section", "patient", "label", "cluster"):
         adata.obs[col] = pd.Categorical(adata.obs[col].astype(object).where(adata.obs[col].notna(), None))
@@ -167,7 +169,6 @@ def her2st(
     adata.uns["rnapaint"] = {"dataset": {"name": "her2st", "sections": sections, "images": image_files}}
     if images:
         adata.uns["spatial"] = {
-            s: _spatial_entry(Path(p), adata.obs[adata.obs["section"] == s], hires_max)
-            for s, p in image_files.items()
+            s: _spatial_entry(Path(p), adata.obs[adata.obs["section"] == s], hires_max) for s, p in image_files.items()
         }
     return adata

@@ -15,8 +15,17 @@ from ._root import data_dir
 SOURCE = "TCGA via the MetaGSCA project (tumour -01A and adjacent normal -11A samples, log2 values)"
 COHORTS = ("BRCA", "COAD", "HNSC", "KIRC", "KIRP", "LIHC", "LUAD", "LUSC", "PRAD")
 # Organ of each cohort: adjacent-normal samples of LUAD and LUSC (or KIRC and KIRP) are the same tissue.
-TISSUE = {"BRCA": "breast", "COAD": "colon", "HNSC": "head_and_neck", "KIRC": "kidney", "KIRP": "kidney",
-          "LIHC": "liver", "LUAD": "lung", "LUSC": "lung", "PRAD": "prostate"}
+TISSUE = {
+    "BRCA": "breast",
+    "COAD": "colon",
+    "HNSC": "head_and_neck",
+    "KIRC": "kidney",
+    "KIRP": "kidney",
+    "LIHC": "liver",
+    "LUAD": "lung",
+    "LUSC": "lung",
+    "PRAD": "prostate",
+}
 _BARCODE = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})-(\d{2})([A-Z])")
 
 
@@ -83,6 +92,12 @@ def tcga_tumor_normal(
     adata.obs["cohort"] = pd.Categorical(adata.obs["cohort"], categories=cohorts)
     adata.obs["tissue"] = pd.Categorical(adata.obs["tissue"])
     adata.obs["sample_type"] = pd.Categorical(adata.obs["sample_type"], categories=["normal", "tumor"])
-    adata.uns["rnapaint"] = {"dataset": {"name": "tcga_tumor_normal", "cohorts": cohorts, "values": "log2",
-                                         "genes_dropped_for_missing_values": dropped}}
+    adata.uns["rnapaint"] = {
+        "dataset": {
+            "name": "tcga_tumor_normal",
+            "cohorts": cohorts,
+            "values": "log2",
+            "genes_dropped_for_missing_values": dropped,
+        }
+    }
     return adata

@@ -7,6 +7,12 @@ from .spatial import from_spatialdata, to_spatialdata
 from .tile_store import TileStore
 
 __all__ = [
-    "Slide", "SlideError", "TileStore", "from_spatialdata", "load_model_files", "read_expression_table",
-    "save_model_files", "to_spatialdata",
+    "Slide",
+    "SlideError",
+    "TileStore",
+    "from_spatialdata",
+    "load_model_files",
+    "read_expression_table",
+    "save_model_files",
+    "to_spatialdata",
 ]

@@ -96,8 +96,7 @@ def read_expression_table(
     nonnum = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if nonnum:
         raise ValueError(
-            f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); "
-            "is the orientation right?"
+            f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); is the orientation right?"
         )
     values = df.to_numpy()
     if missing == "keep":

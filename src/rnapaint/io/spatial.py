@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 
-def library_of_each_spot(adata: ad.AnnData, libs: list[str], library_id: str | None = None,
-                         library_key: str | None = None) -> np.ndarray:
+def library_of_each_spot(
+    adata: ad.AnnData, libs: list[str], library_id: str | None = None, library_key: str | None = None
+) -> np.ndarray:
     """The ``uns['spatial']`` library of every observation ``(n_obs,)``.
 
     One library for all (``library_id``, or the only one), else an obs column: ``library_key`` or
@@ -31,12 +32,15 @@ def library_of_each_spot(adata: ad.AnnData, libs: list[str], library_id: str | N
     for k in keys:
         if k in adata.obs and set(adata.obs[k].astype(str)) <= set(libs):
             return adata.obs[k].astype(str).to_numpy(object)
-    raise ValueError(f"adata.uns['spatial'] holds {len(libs)} libraries: say which spot belongs to which with "
-                     "library_key= (an obs column of library ids) or pick one with library_id=.")
+    raise ValueError(
+        f"adata.uns['spatial'] holds {len(libs)} libraries: say which spot belongs to which with "
+        "library_key= (an obs column of library ids) or pick one with library_id=."
+    )
 
 
-def to_spatialdata(adata: ad.AnnData, library_key: str | None = None, spatial_key: str = "spatial",
-                   table_key: str = "table") -> Any:
+def to_spatialdata(
+    adata: ad.AnnData, library_key: str | None = None, spatial_key: str = "spatial", table_key: str = "table"
+) -> Any:
     """Convert spots with ``uns['spatial']`` images into a :class:`spatialdata.SpatialData`.
 
     Parameters
@@ -78,12 +82,19 @@ def to_spatialdata(adata: ad.AnnData, library_key: str | None = None, spatial_ke
                 hires = (np.clip(hires, 0, 1) * 255).round().astype(np.uint8)
             s = 1.0 / float(sf["tissue_hires_scalef"])
             images[f"{lib}_image"] = Image2DModel.parse(
-                np.moveaxis(hires[..., :3], -1, 0), dims=("c", "y", "x"), c_coords=["r", "g", "b"],
-                transformations={str(lib): Scale([s, s], axes=("y", "x"))})
+                np.moveaxis(hires[..., :3], -1, 0),
+                dims=("c", "y", "x"),
+                c_coords=["r", "g", "b"],
+                transformations={str(lib): Scale([s, s], axes=("y", "x"))},
+            )
         radius = float(sf.get("spot_diameter_fullres", 1.0)) / 2
         shapes[f"{lib}_spots"] = ShapesModel.parse(
-            xy[rows], geometry=0, radius=np.full(len(rows), radius), index=np.arange(len(rows)),
-            transformations={str(lib): Identity()})
+            xy[rows],
+            geometry=0,
+            radius=np.full(len(rows), radius),
+            index=np.arange(len(rows)),
+            transformations={str(lib): Identity()},
+        )
         region[rows] = f"{lib}_spots"
         instance[rows] = np.arange(len(rows))
         extras[str(lib)] = {"scalefactors": sf, "metadata": dict(entry.get("metadata", {}) or {})}

@@ -77,8 +77,9 @@ class TileChunkReader:
         except Exception as e:  # numcodecs raises RuntimeError for a corrupt frame
             raise ValueError(f"Tile chunk {path} cannot be decoded ({e}): the store is damaged.") from e
         if len(buf) != out.nbytes:
-            raise ValueError(f"Tile chunk {path} decodes to {len(buf)} bytes, expected {out.nbytes}: the store is "
-                             "damaged.")
+            raise ValueError(
+                f"Tile chunk {path} decodes to {len(buf)} bytes, expected {out.nbytes}: the store is damaged."
+            )
         out[...] = np.frombuffer(buf, np.uint8).reshape(out.shape)
 
     def read(self, rows: np.ndarray) -> np.ndarray:

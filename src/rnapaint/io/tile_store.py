@@ -73,13 +73,28 @@ class TileStore:
                 raise FileExistsError(f"{path} exists; open it with TileStore.open or pass overwrite=True.")
             shutil.rmtree(path)
         g = zarr.open_group(str(path), mode="w")
-        g.create_array("images", shape=(0, tile_size, tile_size, 3), chunks=(1, tile_size, tile_size, 3),
-                       dtype="uint8", compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"))
+        g.create_array(
+            "images",
+            shape=(0, tile_size, tile_size, 3),
+            chunks=(1, tile_size, tile_size, 3),
+            dtype="uint8",
+            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
+        )
         for name, dtype in _COLUMNS.items():
             g.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
         g.attrs["rnapaint"] = {"format_version": FORMAT_VERSION, "tile_size": int(tile_size)}
-        _write_json_atomic(path / COMMIT, {"n": 0, "units": [], "slides": [], "done": {}, "failed": {},
-                                           "format_version": FORMAT_VERSION, "tile_size": int(tile_size)})
+        _write_json_atomic(
+            path / COMMIT,
+            {
+                "n": 0,
+                "units": [],
+                "slides": [],
+                "done": {},
+                "failed": {},
+                "format_version": FORMAT_VERSION,
+                "tile_size": int(tile_size),
+            },
+        )
         return cls(path, mode="a")
 
     @classmethod
@@ -105,18 +120,28 @@ class TileStore:
         self._n_committed = self._n
 
     def _commit(self) -> None:
-        _write_json_atomic(self.path / COMMIT, {
-            "n": self._n_committed, "units": self._units, "slides": self._slides, "done": self._done,
-            "failed": self._failed, "format_version": FORMAT_VERSION, "tile_size": self.tile_size,
-        })
+        _write_json_atomic(
+            self.path / COMMIT,
+            {
+                "n": self._n_committed,
+                "units": self._units,
+                "slides": self._slides,
+                "done": self._done,
+                "failed": self._failed,
+                "format_version": FORMAT_VERSION,
+                "tile_size": self.tile_size,
+            },
+        )
 
     def __len__(self) -> int:
         """Rows written (by this handle, committed or not: the writer sees its own pending rows)."""
         return self._n
 
     def __repr__(self) -> str:
-        return (f"TileStore({str(self.path)!r}, {self._n} tiles of {self.tile_size}px, "
-                f"{len(self._units)} units, {len(self._done)} slides done, {len(self._failed)} failed)")
+        return (
+            f"TileStore({str(self.path)!r}, {self._n} tiles of {self.tile_size}px, "
+            f"{len(self._units)} units, {len(self._done)} slides done, {len(self._failed)} failed)"
+        )
 
     @property
     def images(self):
@@ -156,13 +181,19 @@ class TileStore:
         """Committed per-tile table: ``unit``, ``slide``, ``x``, ``y``, ``mpp``."""
         n = self._n
         cols = {k: self._group[k][:n] for k in _COLUMNS}
-        return pd.DataFrame({
-            "unit": pd.Categorical.from_codes(cols["unit_code"], categories=self._units) if n else
-            pd.Categorical([], categories=self._units),
-            "slide": pd.Categorical.from_codes(cols["slide_code"], categories=self._slides) if n else
-            pd.Categorical([], categories=self._slides),
-            "x": cols["x"], "y": cols["y"], "mpp": cols["mpp"],
-        })
+        return pd.DataFrame(
+            {
+                "unit": pd.Categorical.from_codes(cols["unit_code"], categories=self._units)
+                if n
+                else pd.Categorical([], categories=self._units),
+                "slide": pd.Categorical.from_codes(cols["slide_code"], categories=self._slides)
+                if n
+                else pd.Categorical([], categories=self._slides),
+                "x": cols["x"],
+                "y": cols["y"],
+                "mpp": cols["mpp"],
+            }
+        )
 
     @property
     def attrs(self):
@@ -205,8 +236,9 @@ class TileStore:
             out[i] = index[v]
         return out
 
-    def append(self, images: np.ndarray, table: pd.DataFrame, slide_done: str | None = None,
-               commit: bool = True) -> None:
+    def append(
+        self, images: np.ndarray, table: pd.DataFrame, slide_done: str | None = None, commit: bool = True
+    ) -> None:
         """Append tiles and their table rows, then commit them (optionally marking a slide finished).
 
         Parameters
@@ -235,7 +267,8 @@ class TileStore:
         units, slides = list(self._units), list(self._slides)
         uidx, sidx = dict(self._unit_index), dict(self._slide_index)
         cols = {
-            "x": table["x"].to_numpy(np.int64), "y": table["y"].to_numpy(np.int64),
+            "x": table["x"].to_numpy(np.int64),
+            "y": table["y"].to_numpy(np.int64),
             "mpp": table["mpp"].to_numpy(np.float32),
             "unit_code": self._code(units, uidx, table["unit"]),
             "slide_code": self._code(slides, sidx, table["slide"]),

@@ -13,7 +13,20 @@ from .nuclei import compare_nuclei, nuclei, segment_nuclei
 from .realism import RealismScore, fid, kid, realism_by_group, tile_features
 
 __all__ = [
-    "FidelityDifference", "FidelityScore", "RealismScore", "RetrievalScore", "compare_nuclei", "condition_fidelity",
-    "fid", "fidelity_difference", "kid", "knn_accuracy", "knn_predict", "nuclei", "realism_by_group", "retrieval",
-    "segment_nuclei", "tile_features",
+    "FidelityDifference",
+    "FidelityScore",
+    "RealismScore",
+    "RetrievalScore",
+    "compare_nuclei",
+    "condition_fidelity",
+    "fid",
+    "fidelity_difference",
+    "kid",
+    "knn_accuracy",
+    "knn_predict",
+    "nuclei",
+    "realism_by_group",
+    "retrieval",
+    "segment_nuclei",
+    "tile_features",
 ]

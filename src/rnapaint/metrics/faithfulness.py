@@ -18,8 +18,10 @@ def _features(x: Any, encoder: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype == np.uint8:
         if encoder is None:
-            raise ValueError(f"{name} are uint8 tiles: pass encoder= (e.g. a trained rp.models.TileEncoder) or "
-                             "float features (n, d).")
+            raise ValueError(
+                f"{name} are uint8 tiles: pass encoder= (e.g. a trained rp.models.TileEncoder) or "
+                "float features (n, d)."
+            )
         if arr.ndim == 5:
             arr = arr.reshape(-1, *arr.shape[2:])
         arr = np.asarray(encoder.encode(arr), np.float32)
@@ -66,9 +68,18 @@ class FidelityScore:
         return self.accuracy
 
 
-def condition_fidelity(real_tiles: Any, real_labels: Any, synthetic_tiles: Any, synthetic_labels: Any, *,
-                       encoder: Any = None, n_boot: int = 200, ci: float = 0.95, seed: int = 0,
-                       C: float = 1.0) -> FidelityScore:
+def condition_fidelity(
+    real_tiles: Any,
+    real_labels: Any,
+    synthetic_tiles: Any,
+    synthetic_labels: Any,
+    *,
+    encoder: Any = None,
+    n_boot: int = 200,
+    ci: float = 0.95,
+    seed: int = 0,
+    C: float = 1.0,
+) -> FidelityScore:
     """Classify synthetic tiles with a classifier trained on real tiles; score against their units' labels.
 
     RNA-GAN's test (80.5 % on tiles from GEO profiles): if a generator follows its condition, tiles
@@ -117,13 +128,18 @@ def condition_fidelity(real_tiles: Any, real_labels: Any, synthetic_tiles: Any, 
     # Resample units, not tiles: a unit's tiles share its condition, so they are not independent draws.
     unit_hit = hit.reshape(-1, per_unit).mean(1)
     boots = [unit_hit[rng.integers(0, len(unit_hit), len(unit_hit))].mean() for _ in range(n_boot)]
-    lo, hi = (np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot else (np.nan, np.nan))
+    lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot else (np.nan, np.nan)
     values, counts = np.unique(yr, return_counts=True)
     majority = values[np.argmax(counts)]
     return FidelityScore(
-        accuracy=float(hit.mean()), ci_low=float(lo), ci_high=float(hi),
-        balanced_accuracy=float(balanced_accuracy_score(ys, pred)), chance=float(np.mean(ys == majority)),
-        shuffled_accuracy=float(np.mean(pred == rng.permutation(ys))), n_train=len(xr), n_test=len(xs),
+        accuracy=float(hit.mean()),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        balanced_accuracy=float(balanced_accuracy_score(ys, pred)),
+        chance=float(np.mean(ys == majority)),
+        shuffled_accuracy=float(np.mean(pred == rng.permutation(ys))),
+        n_train=len(xr),
+        n_test=len(xs),
         n_classes=len(classes),
     )
 
@@ -144,9 +160,19 @@ class FidelityDifference:
         return self.difference
 
 
-def fidelity_difference(real_tiles: Any, real_labels: Any, tiles_a: Any, tiles_b: Any, unit_labels: Any, *,
-                        encoder: Any = None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-                        C: float = 1.0) -> FidelityDifference:
+def fidelity_difference(
+    real_tiles: Any,
+    real_labels: Any,
+    tiles_a: Any,
+    tiles_b: Any,
+    unit_labels: Any,
+    *,
+    encoder: Any = None,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    C: float = 1.0,
+) -> FidelityDifference:
     """Is generator A more faithful than generator B? A paired bootstrap over the units both painted.
 
     Separate intervals for two generators overlap even when one wins on almost every resample of the
@@ -197,8 +223,13 @@ def fidelity_difference(real_tiles: Any, real_labels: Any, tiles_a: Any, tiles_b
     boots = a[idx].mean(1) - b[idx].mean(1)
     lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot else (np.nan, np.nan)
     return FidelityDifference(
-        difference=float(a.mean() - b.mean()), ci_low=float(lo), ci_high=float(hi), accuracy_a=float(a.mean()),
-        accuracy_b=float(b.mean()), p_not_greater=float(np.mean(boots <= 0)) if n_boot else np.nan, n_units=len(yu),
+        difference=float(a.mean() - b.mean()),
+        ci_low=float(lo),
+        ci_high=float(hi),
+        accuracy_a=float(a.mean()),
+        accuracy_b=float(b.mean()),
+        p_not_greater=float(np.mean(boots <= 0)) if n_boot else np.nan,
+        n_units=len(yu),
     )
 
 
@@ -219,9 +250,20 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [(a - mu) / sd for a in (train, *others)]
 
 
-def retrieval(train_expression: Any, train_tiles: Any, query_expression: Any, query_tiles: Any, *,
-              encoder: Any = None, dim: int = 64, epochs: int = 300, temperature: float = 0.1, lr: float = 1e-2,
-              weight_decay: float = 1e-3, seed: int = 0) -> RetrievalScore:
+def retrieval(
+    train_expression: Any,
+    train_tiles: Any,
+    query_expression: Any,
+    query_tiles: Any,
+    *,
+    encoder: Any = None,
+    dim: int = 64,
+    epochs: int = 300,
+    temperature: float = 0.1,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-3,
+    seed: int = 0,
+) -> RetrievalScore:
     """Contrastive expression ↔ image model trained on real pairs; rank each query tile's source profile.
 
     A CLIP-style pair of linear maps (expression → ``dim``, image features → ``dim``) is fitted with
@@ -270,7 +312,7 @@ def retrieval(train_expression: Any, train_tiles: Any, query_expression: Any, qu
     fe = torch.nn.Linear(ex_tr.shape[1], dim)
     fi = torch.nn.Linear(im_tr.shape[1], dim)
     for lin in (fe, fi):
-        torch.nn.init.normal_(lin.weight, std=lin.in_features ** -0.5, generator=g)
+        torch.nn.init.normal_(lin.weight, std=lin.in_features**-0.5, generator=g)
         torch.nn.init.zeros_(lin.bias)
     opt = torch.optim.Adam([*fe.parameters(), *fi.parameters()], lr=lr, weight_decay=weight_decay)
     e, i = torch.from_numpy(ex_tr), torch.from_numpy(im_tr)
@@ -279,8 +321,9 @@ def retrieval(train_expression: Any, train_tiles: Any, query_expression: Any, qu
         a = torch.nn.functional.normalize(fe(e), dim=1)
         b = torch.nn.functional.normalize(fi(i), dim=1)
         logits = a @ b.T / temperature
-        loss = (torch.nn.functional.cross_entropy(logits, target)
-                + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+        loss = (
+            torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)
+        ) / 2
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -292,5 +335,11 @@ def retrieval(train_expression: Any, train_tiles: Any, query_expression: Any, qu
     source = np.repeat(np.arange(len(ex_q)), k)
     rank = (sim > sim[np.arange(len(sim)), source][:, None]).sum(1)  # candidates scoring above the source
     m = len(ex_q)
-    return RetrievalScore(top1=float(np.mean(rank < 1)), top5=float(np.mean(rank < 5)), chance_top1=1 / m,
-                          chance_top5=min(5, m) / m, n_queries=len(im_q), n_candidates=m)
+    return RetrievalScore(
+        top1=float(np.mean(rank < 1)),
+        top5=float(np.mean(rank < 5)),
+        chance_top1=1 / m,
+        chance_top5=min(5, m) / m,
+        n_queries=len(im_q),
+        n_candidates=m,
+    )

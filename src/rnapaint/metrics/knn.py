@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def knn_predict(
-    reference: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int = 5
-) -> np.ndarray:
+def knn_predict(reference: np.ndarray, labels: np.ndarray, query: np.ndarray, k: int = 5) -> np.ndarray:
     """Majority label among the ``k`` nearest reference rows (Euclidean) of each query row.
 
     Parameters
@@ -29,9 +27,7 @@ def knn_predict(
 
     reference, query = np.asarray(reference), np.asarray(query)
     if reference.ndim != 2 or query.ndim != 2 or reference.shape[1] != query.shape[1]:
-        raise ValueError(
-            f"reference and query must be 2-D with equal widths, got {reference.shape}, {query.shape}."
-        )
+        raise ValueError(f"reference and query must be 2-D with equal widths, got {reference.shape}, {query.shape}.")
     if len(reference) != len(labels):
         raise ValueError(f"{len(reference)} reference rows but {len(labels)} labels.")
     if len(reference) < k:

@@ -39,9 +39,7 @@ def _as_tiles(tiles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate tiles and flatten them to ``(n, H, W, 3)`` uint8, with each tile's unit and index."""
     x = np.asarray(tiles)
     if x.ndim not in (4, 5) or x.shape[-1] != 3:
-        raise ValueError(
-            f"tiles must be RGB arrays of shape (n, H, W, 3) or (n, k, H, W, 3), got shape {x.shape}."
-        )
+        raise ValueError(f"tiles must be RGB arrays of shape (n, H, W, 3) or (n, k, H, W, 3), got shape {x.shape}.")
     if x.size == 0:
         raise ValueError(f"tiles are empty (shape {x.shape}); nothing to segment.")
     if np.issubdtype(x.dtype, np.floating):
@@ -350,15 +348,17 @@ def compare_nuclei(
             a, b = a[np.isfinite(a)], b[np.isfinite(b)]
             both = len(a) > 0 and len(b) > 0
             ks = ks_2samp(a, b) if both else None
-            rows.append({
-                "group": g,
-                "feature": f,
-                "real_mean": a.mean() if len(a) else np.nan,
-                "synthetic_mean": b.mean() if len(b) else np.nan,
-                "wasserstein": wasserstein_distance(a, b) if both else np.nan,
-                "ks": float(ks.statistic) if both else np.nan,
-                "ks_pvalue": float(ks.pvalue) if both else np.nan,
-                "n_real": len(a),
-                "n_synthetic": len(b),
-            })
+            rows.append(
+                {
+                    "group": g,
+                    "feature": f,
+                    "real_mean": a.mean() if len(a) else np.nan,
+                    "synthetic_mean": b.mean() if len(b) else np.nan,
+                    "wasserstein": wasserstein_distance(a, b) if both else np.nan,
+                    "ks": float(ks.statistic) if both else np.nan,
+                    "ks_pvalue": float(ks.pvalue) if both else np.nan,
+                    "n_real": len(a),
+                    "n_synthetic": len(b),
+                }
+            )
     return pd.DataFrame(rows)

@@ -234,8 +234,7 @@ def _as_features(x: Any, what: str, module: nn.Module | None, batch_size: int, d
     if isinstance(x, np.ndarray) and x.ndim == 2:
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(
-                f"{what} is 2-D with dtype {x.dtype}: features must be float (n, d); tiles must be uint8 "
-                "(n, H, W, 3)."
+                f"{what} is 2-D with dtype {x.dtype}: features must be float (n, d); tiles must be uint8 (n, H, W, 3)."
             )
         bad = ~np.isfinite(x)
         if bad.any():
@@ -593,6 +592,15 @@ def realism_by_group(
                 if m == "fid"
                 else _kid_from_features(a, b, subset_size, n_subsets, n_boot, ci, seed)
             )
-            rows.append({"group": g, "metric": m, "value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high,
-                         "n_real": s.n_real, "n_fake": s.n_fake})
+            rows.append(
+                {
+                    "group": g,
+                    "metric": m,
+                    "value": s.value,
+                    "ci_low": s.ci_low,
+                    "ci_high": s.ci_high,
+                    "n_real": s.n_real,
+                    "n_fake": s.n_fake,
+                }
+            )
     return pd.DataFrame(rows, columns=["group", "metric", "value", "ci_low", "ci_high", "n_real", "n_fake"])

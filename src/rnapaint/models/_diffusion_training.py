@@ -33,9 +33,20 @@ class DiffusionTrainingPlan(pl.LightningModule):
     condition with probability ``cond_drop`` (classifier-free guidance).
     """
 
-    def __init__(self, model: Any, stage: str, lr: float, warmup_steps: int, weight_decay: float,
-                 ema_decay: float, channels_last: bool, compile: bool, start_step: int = 0,
-                 resume_state: tuple[dict, dict] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model: Any,
+        stage: str,
+        lr: float,
+        warmup_steps: int,
+        weight_decay: float,
+        ema_decay: float,
+        channels_last: bool,
+        compile: bool,
+        start_step: int = 0,
+        resume_state: tuple[dict, dict] | None = None,
+        seed: int = 0,
+    ):
         from diffusers.training_utils import EMAModel
 
         super().__init__()
@@ -126,8 +137,13 @@ class DiffusionCheckpoint(pl.Callback):
         tensors: dict[str, torch.Tensor] = {f"net.{k}": v for k, v in plan.net.state_dict().items()}
         names = [n for n, _ in plan.net.named_parameters()]
         tensors.update({f"ema.{n}": s for n, s in zip(names, plan.ema.shadow_params, strict=True)})
-        meta: dict[str, Any] = {"class": "CascadedDiffusionCheckpoint", "stage": plan.stage, "step": int(plan.step),
-                                "ema_step": int(plan.ema.optimization_step), "model": plan.config}
+        meta: dict[str, Any] = {
+            "class": "CascadedDiffusionCheckpoint",
+            "stage": plan.stage,
+            "step": int(plan.step),
+            "ema_step": int(plan.ema.optimization_step),
+            "model": plan.config,
+        }
         if plan._trainer is not None and plan.trainer.optimizers:
             t, m = flatten_optimizer(plan.trainer.optimizers[0], "opt")
             tensors.update(t)

@@ -18,10 +18,22 @@ from ._training import decorrelate_ranks, device_images
 class GANTrainingPlan(pl.LightningModule):
     """One critic step per batch; a generator step every ``n_critic`` critic steps; EMA after each."""
 
-    def __init__(self, model: Any, n_critic: int, gp_lambda: float, lr_g: float, lr_d: float,
-                 betas: tuple[float, float], ema_decay: float, channels_last: bool, compile: bool,
-                 start_step: int = 0, resume_state: tuple[dict, dict] | None = None, seed: int = 0,
-                 gp_every: int = 1):
+    def __init__(
+        self,
+        model: Any,
+        n_critic: int,
+        gp_lambda: float,
+        lr_g: float,
+        lr_d: float,
+        betas: tuple[float, float],
+        ema_decay: float,
+        channels_last: bool,
+        compile: bool,
+        start_step: int = 0,
+        resume_state: tuple[dict, dict] | None = None,
+        seed: int = 0,
+        gp_every: int = 1,
+    ):
         super().__init__()
         self.automatic_optimization = False
         self.config = model.config
@@ -29,8 +41,9 @@ class GANTrainingPlan(pl.LightningModule):
         if resume_state is not None:
             tensors, _ = resume_state
             for prefix, m in (("generator.", self.generator), ("critic.", self.critic), ("ema.", self.ema)):
-                m.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in tensors.items()
-                                   if k.startswith(prefix)})
+                m.load_state_dict(
+                    {k[len(prefix) :]: torch.as_tensor(v) for k, v in tensors.items() if k.startswith(prefix)}
+                )
         self.n_critic, self.gp_lambda, self.ema_decay = n_critic, gp_lambda, ema_decay
         self.gp_every = gp_every
         self.lr_g, self.lr_d, self.betas = lr_g, lr_d, betas
@@ -103,8 +116,9 @@ class GANTrainingPlan(pl.LightningModule):
         opt_d.step()
         self.step += 1
         self.log("train_critic", loss_d.detach(), on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_wasserstein", (d_real.float().mean() - d_fake.float().mean()).detach(), on_step=False,
-                 on_epoch=True)
+        self.log(
+            "train_wasserstein", (d_real.float().mean() - d_fake.float().mean()).detach(), on_step=False, on_epoch=True
+        )
         if lazy:
             self.log("train_gp", gp.detach(), on_step=False, on_epoch=True)
         if self.step % self.n_critic == 0:

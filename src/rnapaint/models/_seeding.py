@@ -20,8 +20,10 @@ def unit_keys(adata: Any, n: int) -> np.ndarray:
     names = getattr(adata, "obs_names", None)
     if names is None or not names.is_unique:
         return np.arange(n, dtype=np.uint64) << np.uint64(1)  # even: rows
-    return np.array([(int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "little") | 1)
-                     for u in names], dtype=np.uint64)  # odd: names, never equal to a row key
+    return np.array(
+        [(int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "little") | 1) for u in names],
+        dtype=np.uint64,
+    )  # odd: names, never equal to a row key
 
 
 def tile_generators(seed: int, keys: np.ndarray, draws: np.ndarray) -> list[torch.Generator]:
@@ -33,8 +35,10 @@ def tile_generators(seed: int, keys: np.ndarray, draws: np.ndarray) -> list[torc
     if int(seed) < 0:
         raise ValueError(f"seed must be ≥ 0, got {seed}.")
     # SeedSequence mixes the words into well-separated 63-bit seeds (nearby integers would not be).
-    words = (np.random.SeedSequence([int(seed), int(k), int(d)]).generate_state(1, np.uint64)[0]
-             for k, d in zip(keys, draws, strict=True))
+    words = (
+        np.random.SeedSequence([int(seed), int(k), int(d)]).generate_state(1, np.uint64)[0]
+        for k, d in zip(keys, draws, strict=True)
+    )
     return [torch.Generator().manual_seed(int(w >> np.uint64(1))) for w in words]
 
 

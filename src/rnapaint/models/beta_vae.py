@@ -186,20 +186,28 @@ class BetaVAE:
         train_rows, val_rows = self._split_rows(seed)
         x = _as_tensor(self.adata)
         # Rebuild the network so that seed alone fixes the initial weights.
-        self.module = VAE(len(self.var), self.config["hidden"], self.config["latent_dim"],
-                          self.config["dropout"])
+        self.module = VAE(len(self.var), self.config["hidden"], self.config["latent_dim"], self.config["dropout"])
         bs = min(batch_size, len(train_rows))
         if bs < 2:
             raise ValueError(f"Need at least 2 training rows, got {len(train_rows)}.")
         gen = torch.Generator().manual_seed(seed)
-        train_dl = DataLoader(TensorDataset(x[train_rows]), batch_size=bs, shuffle=True,
-                              drop_last=len(train_rows) % bs == 1 or len(train_rows) > bs, generator=gen)
-        val_dl = (DataLoader(TensorDataset(x[val_rows]), batch_size=max(bs, 256))
-                  if len(val_rows) else None)
+        train_dl = DataLoader(
+            TensorDataset(x[train_rows]),
+            batch_size=bs,
+            shuffle=True,
+            drop_last=len(train_rows) % bs == 1 or len(train_rows) > bs,
+            generator=gen,
+        )
+        val_dl = DataLoader(TensorDataset(x[val_rows]), batch_size=max(bs, 256)) if len(val_rows) else None
         steps_per_epoch = max(1, len(train_dl))
-        plan = _VAETrainingPlan(self.module, beta=self.config["beta"], lr=lr, weight_decay=weight_decay,
-                                warmup_steps=warmup_epochs * steps_per_epoch,
-                                total_steps=max_epochs * steps_per_epoch)
+        plan = _VAETrainingPlan(
+            self.module,
+            beta=self.config["beta"],
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_epochs * steps_per_epoch,
+            total_steps=max_epochs * steps_per_epoch,
+        )
         history, best = History(), BestWeights("val_loss")
         callbacks: list[pl.Callback] = [history]
         if val_dl is not None:
@@ -276,8 +284,12 @@ class BetaVAE:
         """
         if "rp_mean" not in self.var or "rp_mean" in adata.var or adata.n_obs < 2:
             return
-        x = np.asarray(adata.X[: min(adata.n_obs, 2000)].toarray() if hasattr(adata.X, "toarray")
-                       else adata.X[: min(adata.n_obs, 2000)], dtype=np.float64)
+        x = np.asarray(
+            adata.X[: min(adata.n_obs, 2000)].toarray()
+            if hasattr(adata.X, "toarray")
+            else adata.X[: min(adata.n_obs, 2000)],
+            dtype=np.float64,
+        )
         off = float(np.median(np.abs(x.mean(0))))
         spread = float(np.median(x.std(0)))
         if off > 2.0 or spread > 3.0:
@@ -304,8 +316,9 @@ class BetaVAE:
             self.module.cpu()  # the model lives on the CPU between calls
         return torch.cat(out).numpy()
 
-    def get_latent(self, adata: ad.AnnData | None = None, batch_size: int = 1024,
-                   device: str | None = "auto") -> np.ndarray:
+    def get_latent(
+        self, adata: ad.AnnData | None = None, batch_size: int = 1024, device: str | None = "auto"
+    ) -> np.ndarray:
         """Posterior means ``(n_obs, latent_dim)`` of ``adata`` (default: the training AnnData).
 
         ``device="auto"`` encodes on a GPU when there is one (exact fp32 arithmetic either way).
@@ -325,8 +338,9 @@ class BetaVAE:
             raise ValueError("z holds NaN or infinite values.")
         return self._apply(self.module.decoder, torch.from_numpy(z), batch_size, device)
 
-    def reconstruct(self, adata: ad.AnnData | None = None, batch_size: int = 1024,
-                    device: str | None = "auto") -> np.ndarray:
+    def reconstruct(
+        self, adata: ad.AnnData | None = None, batch_size: int = 1024, device: str | None = "auto"
+    ) -> np.ndarray:
         """Decoded posterior means ``(n_obs, n_genes)``: the model's reconstruction of ``adata``."""
         return self.decode(self.get_latent(adata, batch_size, device), batch_size, device)
 
@@ -368,11 +382,18 @@ class BetaVAE:
             var[col] = tensors[_VAR_PREFIX + col]
         shell = ad.AnnData(X=np.zeros((1, len(var)), np.float32), var=var)
         mc = config["model"]
-        model = cls(shell, hidden=mc["hidden"], latent_dim=mc["latent_dim"], beta=mc["beta"],
-                    dropout=mc["dropout"], split_key=mc["split_key"])
+        model = cls(
+            shell,
+            hidden=mc["hidden"],
+            latent_dim=mc["latent_dim"],
+            beta=mc["beta"],
+            dropout=mc["dropout"],
+            split_key=mc["split_key"],
+        )
         model.config = mc
-        state = {k[len(_MODULE_PREFIX):]: torch.from_numpy(v) for k, v in tensors.items()
-                 if k.startswith(_MODULE_PREFIX)}
+        state = {
+            k[len(_MODULE_PREFIX) :]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(_MODULE_PREFIX)
+        }
         try:
             model.module.load_state_dict(state, strict=True)
         except RuntimeError as e:
@@ -396,8 +417,9 @@ def _make_plan():
     class VAETrainingPlan(pl.LightningModule):
         """Optimisation of a :class:`~rnapaint.nn.VAE` with the β-VAE loss."""
 
-        def __init__(self, module: VAE, beta: float, lr: float, weight_decay: float,
-                     warmup_steps: int, total_steps: int):
+        def __init__(
+            self, module: VAE, beta: float, lr: float, weight_decay: float, warmup_steps: int, total_steps: int
+        ):
             super().__init__()
             self.module = module
             self.beta, self.lr, self.weight_decay = beta, lr, weight_decay

@@ -30,10 +30,24 @@ from .generated_store import Sink
 
 STAGES = ("base", "sr")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
-BASE_DEFAULTS: dict[str, Any] = {"channels": [128, 256, 384, 512], "attention": [False, True, True, True],
-                                 "layers_per_block": 2, "n_tokens": 8, "token_dim": 256, "hidden": 512, "head_dim": 32}
-SR_DEFAULTS: dict[str, Any] = {"channels": [64, 128, 256, 384], "attention": [False, False, False, True],
-                               "layers_per_block": 2, "n_tokens": 8, "token_dim": 256, "hidden": 512, "head_dim": 32}
+BASE_DEFAULTS: dict[str, Any] = {
+    "channels": [128, 256, 384, 512],
+    "attention": [False, True, True, True],
+    "layers_per_block": 2,
+    "n_tokens": 8,
+    "token_dim": 256,
+    "hidden": 512,
+    "head_dim": 32,
+}
+SR_DEFAULTS: dict[str, Any] = {
+    "channels": [64, 128, 256, 384],
+    "attention": [False, False, False, True],
+    "layers_per_block": 2,
+    "n_tokens": 8,
+    "token_dim": 256,
+    "hidden": 512,
+    "head_dim": 32,
+}
 
 
 class CascadedDiffusion:
@@ -75,10 +89,23 @@ class CascadedDiffusion:
         ``[0, aug_max)`` timesteps in training (noise-conditioning augmentation).
     """
 
-    def __init__(self, adata: ad.AnnData, tiles: Any, condition: str = "vae", vae: Any = None, rep: str = "X_vae",
-                 units=None, base_size: int = 64, prediction: str = "v_prediction", base: dict[str, Any] | None = None,
-                 sr: dict[str, Any] | None = None, cond_drop: float = 0.1, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "squaredcos_cap_v2", aug_max: int = 250):
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        tiles: Any,
+        condition: str = "vae",
+        vae: Any = None,
+        rep: str = "X_vae",
+        units=None,
+        base_size: int = 64,
+        prediction: str = "v_prediction",
+        base: dict[str, Any] | None = None,
+        sr: dict[str, Any] | None = None,
+        cond_drop: float = 0.1,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "squaredcos_cap_v2",
+        aug_max: int = 250,
+    ):
         from ..data.paired import PairedTiles
         from .beta_vae import BetaVAE
 
@@ -96,8 +123,9 @@ class CascadedDiffusion:
                 raise ValueError(f"adata.obsm has no {rep!r}: run rp.tl.vae(adata) or pass vae=.")
             adata = adata.copy()
             adata.obsm[rep] = vae.get_latent(adata)
-        self.dataset = PairedTiles(tiles, adata, rep=rep if condition == "vae" else None, units=units, augment=True,
-                                   augment_on="device")
+        self.dataset = PairedTiles(
+            tiles, adata, rep=rep if condition == "vae" else None, units=units, augment=True, augment_on="device"
+        )
         size = self.dataset.tile_size
         base_size = min(int(base_size), size)
         if size % base_size:
@@ -109,11 +137,18 @@ class CascadedDiffusion:
         std = train_cond.std(0, unbiased=False)
         std = torch.nan_to_num(std, nan=1.0).clamp_min(max(1e-6, 0.01 * float(std.max())))
         self.config: dict[str, Any] = {
-            "condition": condition, "rep": rep if condition == "vae" else None,
+            "condition": condition,
+            "rep": rep if condition == "vae" else None,
             "genes": list(map(str, adata.var_names)) if condition == "expression" else None,
-            "image_size": size, "base_size": base_size, "prediction": prediction, "cond_drop": float(cond_drop),
-            "num_train_timesteps": int(num_train_timesteps), "beta_schedule": beta_schedule, "aug_max": int(aug_max),
-            "condition_dim": cond_dim, "condition_mean": train_cond.mean(0).float().tolist(),
+            "image_size": size,
+            "base_size": base_size,
+            "prediction": prediction,
+            "cond_drop": float(cond_drop),
+            "num_train_timesteps": int(num_train_timesteps),
+            "beta_schedule": beta_schedule,
+            "aug_max": int(aug_max),
+            "condition_dim": cond_dim,
+            "condition_mean": train_cond.mean(0).float().tolist(),
             "condition_std": std.float().tolist(),
             "base": {**BASE_DEFAULTS, **(base or {})},
             "sr": {**SR_DEFAULTS, **(sr or {})} if size > base_size else None,
@@ -147,8 +182,12 @@ class CascadedDiffusion:
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         c = self.config
-        ddpm = DDPMScheduler(num_train_timesteps=c["num_train_timesteps"], beta_schedule=c["beta_schedule"],
-                             prediction_type=c["prediction"], clip_sample=True)
+        ddpm = DDPMScheduler(
+            num_train_timesteps=c["num_train_timesteps"],
+            beta_schedule=c["beta_schedule"],
+            prediction_type=c["prediction"],
+            clip_sample=True,
+        )
         if sampler == "ddpm":
             return ddpm
         # "trailing" spacing starts sampling at the last training timestep: better with few steps.
@@ -157,9 +196,13 @@ class CascadedDiffusion:
         if sampler in ("dpm++", "dpmsolver++"):
             # Dynamic thresholding keeps its data predictions in the pixel range (Imagen): without it the
             # first steps at the cosine schedule's end (signal ≈ 0) amplify errors into saturated noise.
-            return DPMSolverMultistepScheduler.from_config(ddpm.config, algorithm_type="dpmsolver++",
-                                                           timestep_spacing="trailing", thresholding=True,
-                                                           sample_max_value=1.0)
+            return DPMSolverMultistepScheduler.from_config(
+                ddpm.config,
+                algorithm_type="dpmsolver++",
+                timestep_spacing="trailing",
+                thresholding=True,
+                sample_max_value=1.0,
+            )
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
     def __repr__(self) -> str:
@@ -169,18 +212,35 @@ class CascadedDiffusion:
             n = sum(p.numel() for p in self.nets[stage].parameters()) / 1e6
             size = c["base_size"] if stage == "base" else c["image_size"]
             parts.append(f"{stage} {size}px {n:.3g}M")
-        return (f"CascadedDiffusion({c['condition']} condition, {', '.join(parts)}, {c['prediction']}, "
-                f"{'trained' if self.is_trained else 'untrained'})")
+        return (
+            f"CascadedDiffusion({c['condition']} condition, {', '.join(parts)}, {c['prediction']}, "
+            f"{'trained' if self.is_trained else 'untrained'})"
+        )
 
     # ------------------------------------------------------------------ training
-    def train(self, max_steps: int | dict[str, int] = 10_000, batch_size: int | dict[str, int] = 64,
-              stages: tuple[str, ...] | None = None, lr: float = 2e-4, warmup_steps: int = 500,
-              weight_decay: float = 0.0, ema_decay: float = 0.9999, accelerator: str = "auto",
-              devices: int | str = 1, strategy: str = "auto", precision: str | None = None,
-              channels_last: bool | None = None, compile: bool = False, num_workers: int | None = None,
-              checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int = 1000, resume: bool = True,
-              max_time: float | dict[str, float] | None = None, seed: int = 0,
-              progress_bar: bool = True) -> CascadedDiffusion:
+    def train(
+        self,
+        max_steps: int | dict[str, int] = 10_000,
+        batch_size: int | dict[str, int] = 64,
+        stages: tuple[str, ...] | None = None,
+        lr: float = 2e-4,
+        warmup_steps: int = 500,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.9999,
+        accelerator: str = "auto",
+        devices: int | str = 1,
+        strategy: str = "auto",
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        num_workers: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1000,
+        resume: bool = True,
+        max_time: float | dict[str, float] | None = None,
+        seed: int = 0,
+        progress_bar: bool = True,
+    ) -> CascadedDiffusion:
         """Train the stages one after the other (they are independent given the real tiles).
 
         Parameters
@@ -215,8 +275,10 @@ class CascadedDiffusion:
         import time
 
         if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
-            raise ValueError(f"This {type(self).__name__} was loaded from disk and has no training data: build "
-                             "a new one from adata and tiles to train (pass checkpoint_dir to resume a run).")
+            raise ValueError(
+                f"This {type(self).__name__} was loaded from disk and has no training data: build "
+                "a new one from adata and tiles to train (pass checkpoint_dir to resume a run)."
+            )
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
@@ -250,31 +312,56 @@ class CascadedDiffusion:
                 resume_state = load_model_files(ckpt)
                 meta = resume_state[1]
                 if meta.get("class") != "CascadedDiffusionCheckpoint" or "opt" not in meta:
-                    raise ValueError(f"{ckpt} is not a complete CascadedDiffusion training checkpoint; pass "
-                                     "another checkpoint_dir.")
+                    raise ValueError(
+                        f"{ckpt} is not a complete CascadedDiffusion training checkpoint; pass another checkpoint_dir."
+                    )
                 if meta["model"] != _jsonable(self.config):
-                    differ = sorted(k for k in set(meta["model"]) | set(self.config)
-                                    if meta["model"].get(k) != _jsonable(self.config).get(k))
-                    raise ValueError(f"The checkpoint in {ckpt} was made for another model ({differ} differ); resume "
-                                     "with the same data and settings, or pass resume=False / another checkpoint_dir.")
+                    differ = sorted(
+                        k
+                        for k in set(meta["model"]) | set(self.config)
+                        if meta["model"].get(k) != _jsonable(self.config).get(k)
+                    )
+                    raise ValueError(
+                        f"The checkpoint in {ckpt} was made for another model ({differ} differ); resume "
+                        "with the same data and settings, or pass resume=False / another checkpoint_dir."
+                    )
                 start = int(meta["step"])
                 logger.info(f"Resuming the {stage} stage from step {start} ({ckpt}).")
-            plan = DiffusionTrainingPlan(self, stage, lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                                         ema_decay=ema_decay, channels_last=on_gpu if channels_last is None else
-                                         channels_last, compile=compile, start_step=start, resume_state=resume_state,
-                                         seed=seed + STAGES.index(stage))
+            plan = DiffusionTrainingPlan(
+                self,
+                stage,
+                lr=lr,
+                warmup_steps=warmup_steps,
+                weight_decay=weight_decay,
+                ema_decay=ema_decay,
+                channels_last=on_gpu if channels_last is None else channels_last,
+                compile=compile,
+                start_step=start,
+                resume_state=resume_state,
+                seed=seed + STAGES.index(stage),
+            )
             history = History()
             callbacks: list[pl.Callback] = [history, StopAt(steps)]
             if ckpt is not None:
                 callbacks.append(DiffusionCheckpoint(ckpt, checkpoint_every))
-            loader = tile_loader(self.dataset, batch_size=min(bs, len(self.dataset)), num_workers=num_workers,
-                                 seed=seed + start)
+            loader = tile_loader(
+                self.dataset, batch_size=min(bs, len(self.dataset)), num_workers=num_workers, seed=seed + start
+            )
             trainer = pl.Trainer(
-                max_steps=-1, max_epochs=10**9, max_time={"seconds": seconds} if seconds else None,
-                accelerator=accelerator, devices=devices, strategy=strategy,
-                precision=precision or default_precision(accelerator), callbacks=callbacks, logger=False,
-                enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
-                deterministic=not on_gpu, log_every_n_steps=1,
+                max_steps=-1,
+                max_epochs=10**9,
+                max_time={"seconds": seconds} if seconds else None,
+                accelerator=accelerator,
+                devices=devices,
+                strategy=strategy,
+                precision=precision or default_precision(accelerator),
+                callbacks=callbacks,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress_bar,
+                deterministic=not on_gpu,
+                log_every_n_steps=1,
             )
             t0 = time.perf_counter()
             was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -289,9 +376,16 @@ class CascadedDiffusion:
             plan.ema.copy_to(self.ema[stage].parameters())
             self.ema[stage].cpu()
             self.history[stage] = dict(history.history)
-            self.train_info[stage] = {"steps": int(plan.step), "resumed_from": start,
-                                      "seconds": time.perf_counter() - t0, "batch_size": bs, "lr": lr,
-                                      "seed": seed, "precision": str(trainer.precision), "n_tiles": len(self.dataset)}
+            self.train_info[stage] = {
+                "steps": int(plan.step),
+                "resumed_from": start,
+                "seconds": time.perf_counter() - t0,
+                "batch_size": bs,
+                "lr": lr,
+                "seed": seed,
+                "precision": str(trainer.precision),
+                "n_tiles": len(self.dataset),
+            }
             self.global_rank = int(trainer.global_rank)  # under DDP: write files from rank 0 only
             if ckpt is not None and start < steps and trainer.is_global_zero:
                 DiffusionCheckpoint(ckpt, checkpoint_every).write(plan)
@@ -305,8 +399,10 @@ class CascadedDiffusion:
             genes = c["genes"]
             missing = [g for g in genes if g not in adata.var_names]
             if missing:
-                raise ValueError(f"adata lacks {len(missing)} of the model's {len(genes)} genes (e.g. {missing[:3]}); "
-                                 "align them with rp.pp.align_genes(adata, genes) first.")
+                raise ValueError(
+                    f"adata lacks {len(missing)} of the model's {len(genes)} genes (e.g. {missing[:3]}); "
+                    "align them with rp.pp.align_genes(adata, genes) first."
+                )
             x = adata[:, genes].X
             x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
             return np.asarray(x, np.float32)
@@ -318,11 +414,24 @@ class CascadedDiffusion:
         raise ValueError(f"adata.obsm has no {rep!r} and the model carries no β-VAE to compute it.")
 
     @torch.no_grad()
-    def generate(self, adata: ad.AnnData | np.ndarray, n_per_obs: int = 4, seed: int = 0, batch_size: int = 64,
-                 sampler: str = "dpm++", steps: int = 25, guidance_scale: float = 2.0, sr_steps: int | None = None,
-                 sr_guidance_scale: float | None = None, sr_noise_level: int = 100, device: str | None = "auto",
-                 ema: bool = True, return_low_res: bool = False, progress_bar: bool = True,
-                 sink: Sink | None = None) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
+    def generate(
+        self,
+        adata: ad.AnnData | np.ndarray,
+        n_per_obs: int = 4,
+        seed: int = 0,
+        batch_size: int = 64,
+        sampler: str = "dpm++",
+        steps: int = 25,
+        guidance_scale: float = 2.0,
+        sr_steps: int | None = None,
+        sr_guidance_scale: float | None = None,
+        sr_noise_level: int = 100,
+        device: str | None = "auto",
+        ema: bool = True,
+        return_low_res: bool = False,
+        progress_bar: bool = True,
+        sink: Sink | None = None,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
         """Paint ``n_per_obs`` tiles per observation through the cascade.
 
         Parameters
@@ -386,8 +495,9 @@ class CascadedDiffusion:
             raise ValueError("steps must be ≥ 1.")
         if sink is not None and return_low_res:
             raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           "cpu" if device in ("auto", None) else device)
+        dev = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device in ("auto", None) else device
+        )
         nets = {s: (self.ema if ema else self.nets)[s].eval().to(dev) for s in self.stages}
         mean = torch.tensor(c["condition_mean"], device=dev)
         std = torch.tensor(c["condition_std"], device=dev)
@@ -413,9 +523,18 @@ class CascadedDiffusion:
                         aug_t = torch.full((len(rows),), int(sr_noise_level), device=dev, dtype=torch.long)
                         noise = randn_per_tile(gen, tuple(up.shape[1:])).to(dev)
                         up = sched.add_noise(up, noise, aug_t)
-                        x = self._sample(nets["sr"], cb, size, sampler, sr_steps or steps,
-                                         guidance_scale if sr_guidance_scale is None else sr_guidance_scale, gen,
-                                         dev, low_res=up, aug_t=aug_t)
+                        x = self._sample(
+                            nets["sr"],
+                            cb,
+                            size,
+                            sampler,
+                            sr_steps or steps,
+                            guidance_scale if sr_guidance_scale is None else sr_guidance_scale,
+                            gen,
+                            dev,
+                            low_res=up,
+                            aug_t=aug_t,
+                        )
                 idx = np.arange(i, i + len(rows))
                 if sink is None:
                     out[idx // n_per_obs, idx % n_per_obs] = _to_uint8(x)
@@ -428,8 +547,18 @@ class CascadedDiffusion:
                 net.cpu()
         return (out, low_out) if return_low_res else out
 
-    def _sample(self, net: torch.nn.Module, cond: torch.Tensor, size: int, sampler: str, steps: int, w: float,
-                gen: list[torch.Generator], dev: torch.device, **extra: torch.Tensor) -> torch.Tensor:
+    def _sample(
+        self,
+        net: torch.nn.Module,
+        cond: torch.Tensor,
+        size: int,
+        sampler: str,
+        steps: int,
+        w: float,
+        gen: list[torch.Generator],
+        dev: torch.device,
+        **extra: torch.Tensor,
+    ) -> torch.Tensor:
         """One stage's reverse process with classifier-free guidance ``w`` (see :meth:`generate`)."""
         sched = self.noise_scheduler(sampler)
         sched.set_timesteps(steps, device=dev)
@@ -462,9 +591,15 @@ class CascadedDiffusion:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """``model.safetensors`` (each stage's weights and EMA weights) + ``config.json`` (+ ``vae/``)."""
-        config = {"class": type(self).__name__, "rnapaint_version": __import__("rnapaint").__version__,
-                  "model": _jsonable(self.config), "history": self.history, "train_info": self.train_info,
-                  "is_trained": self.is_trained, "has_vae": self.vae is not None}
+        config = {
+            "class": type(self).__name__,
+            "rnapaint_version": __import__("rnapaint").__version__,
+            "model": _jsonable(self.config),
+            "history": self.history,
+            "train_info": self.train_info,
+            "is_trained": self.is_trained,
+            "has_vae": self.vae is not None,
+        }
         children = {"vae": self.vae.save} if self.vae is not None else None
         out = save_model_files(path, self._tensors(), config, overwrite=overwrite, children=children)
         logger.info(f"Saved {self!r} to {out}")
@@ -487,8 +622,10 @@ class CascadedDiffusion:
             for stage in self.stages:
                 for kind, modules in (("net", self.nets), ("ema", self.ema)):
                     prefix = f"{stage}.{kind}."
-                    modules[stage].load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in tensors.items()
-                                                    if k.startswith(prefix)}, strict=True)
+                    modules[stage].load_state_dict(
+                        {k[len(prefix) :]: torch.as_tensor(v) for k, v in tensors.items() if k.startswith(prefix)},
+                        strict=True,
+                    )
         except RuntimeError as e:
             raise ValueError(f"{path}: weights do not fit the model its config describes: {e}") from e
         self.history, self.train_info = config.get("history", {}), config.get("train_info", {})

@@ -40,8 +40,14 @@ class GeneratedTileWriter:
         Replace an existing store at :meth:`commit` (otherwise a FileExistsError, raised at once).
     """
 
-    def __init__(self, store: str | os.PathLike, tile_size: int, units: Sequence[str], source: str = "generated",
-                 overwrite: bool = False):
+    def __init__(
+        self,
+        store: str | os.PathLike,
+        tile_size: int,
+        units: Sequence[str],
+        source: str = "generated",
+        overwrite: bool = False,
+    ):
         self.path = Path(store)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
@@ -54,16 +60,20 @@ class GeneratedTileWriter:
 
     def __call__(self, unit_index: np.ndarray, draw_index: np.ndarray, tiles: np.ndarray) -> None:
         """Append ``tiles`` ``(m, H, W, 3)`` uint8 for units ``unit_index`` ``(m,)``, draws ``draw_index`` ``(m,)``."""
-        table = pd.DataFrame({"unit": self.units[unit_index], "slide": self.source, "x": draw_index, "y": 0,
-                              "mpp": math.nan})
+        table = pd.DataFrame(
+            {"unit": self.units[unit_index], "slide": self.source, "x": draw_index, "y": 0, "mpp": math.nan}
+        )
         self.store.append(tiles, table, commit=False)
         self.n_written += len(tiles)
 
     def commit(self) -> TileStore:
         """Commit every appended tile and move the store to its path; returns it, opened read-only."""
         ts = self.store.tile_size
-        self.store.append(np.empty((0, ts, ts, 3), np.uint8), pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]),
-                          slide_done=self.source)
+        self.store.append(
+            np.empty((0, ts, ts, 3), np.uint8),
+            pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]),
+            slide_done=self.source,
+        )
         if self.path.exists():
             if not self.overwrite:  # appeared while generating
                 self.abort()

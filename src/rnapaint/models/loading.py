@@ -36,8 +36,12 @@ def load_model(path: str | os.PathLike) -> Any:
         kind = json.loads(cfg.read_text()).get("class")
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg} is not valid JSON (truncated or corrupted?): {e}") from e
-    classes = {"BetaVAE": BetaVAE, "TileGAN": TileGAN, "CascadedDiffusion": CascadedDiffusion,
-               "TileEncoder": TileEncoder}
+    classes = {
+        "BetaVAE": BetaVAE,
+        "TileGAN": TileGAN,
+        "CascadedDiffusion": CascadedDiffusion,
+        "TileEncoder": TileEncoder,
+    }
     if kind not in classes:
         raise ValueError(f"{path} holds a {kind!r} model; rnapaint loads {', '.join(_CLASSES)}.")
     return classes[kind].load(path)

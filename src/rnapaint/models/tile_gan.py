@@ -69,10 +69,21 @@ class TileGAN:
         is standardised with the training units' mean and standard deviation).
     """
 
-    def __init__(self, adata: ad.AnnData, tiles: Any, condition: str | None = "vae", vae: Any = None,
-                 rep: str = "X_vae", units=None, width: int = 64, latent_dim: int | None = None,
-                 upsample: str = "transpose", critic_norm: str | None = "layer", projection: bool = True,
-                 noise: float = 0.3):
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        tiles: Any,
+        condition: str | None = "vae",
+        vae: Any = None,
+        rep: str = "X_vae",
+        units=None,
+        width: int = 64,
+        latent_dim: int | None = None,
+        upsample: str = "transpose",
+        critic_norm: str | None = "layer",
+        projection: bool = True,
+        noise: float = 0.3,
+    ):
         from ..data.paired import PairedTiles
         from .beta_vae import BetaVAE
 
@@ -98,9 +109,16 @@ class TileGAN:
         else:
             latent = latent_dim or (int(vae.config["latent_dim"]) if vae is not None else 128)
         self.config: dict[str, Any] = {
-            "condition": condition, "rep": rep, "image_size": size, "width": int(width), "latent_dim": latent,
-            "condition_dim": cond_dim, "upsample": upsample, "critic_norm": critic_norm,
-            "projection": bool(projection) and condition == "vae", "noise": float(noise),
+            "condition": condition,
+            "rep": rep,
+            "image_size": size,
+            "width": int(width),
+            "latent_dim": latent,
+            "condition_dim": cond_dim,
+            "upsample": upsample,
+            "critic_norm": critic_norm,
+            "projection": bool(projection) and condition == "vae",
+            "noise": float(noise),
         }
         if condition == "vae":
             # Standardise each condition dimension with fixed statistics of the training units (not
@@ -121,8 +139,9 @@ class TileGAN:
     def _build(self) -> None:
         c = self.config
         self.generator = DCGANGenerator(c["latent_dim"], c["image_size"], c["width"], c["upsample"])
-        self.critic = DCGANCritic(c["image_size"], c["width"], c["critic_norm"],
-                                  condition_dim=c["condition_dim"] if c["projection"] else None)
+        self.critic = DCGANCritic(
+            c["image_size"], c["width"], c["critic_norm"], condition_dim=c["condition_dim"] if c["projection"] else None
+        )
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
 
     def __repr__(self) -> str:
@@ -130,17 +149,37 @@ class TileGAN:
         kind = "RNA-GAN (β-VAE condition)" if c["condition"] else "GAN (noise only)"
         ng = sum(p.numel() for p in self.generator.parameters()) / 1e6
         nd = sum(p.numel() for p in self.critic.parameters()) / 1e6
-        return (f"TileGAN({kind}, {c['image_size']}px, input {c['latent_dim']}, G {ng:.3g}M, D {nd:.3g}M, "
-                f"{'trained' if self.is_trained else 'untrained'})")
+        return (
+            f"TileGAN({kind}, {c['image_size']}px, input {c['latent_dim']}, G {ng:.3g}M, D {nd:.3g}M, "
+            f"{'trained' if self.is_trained else 'untrained'})"
+        )
 
     # ------------------------------------------------------------------ training
-    def train(self, max_steps: int = 10_000, batch_size: int = 64, n_critic: int = 5, gp_lambda: float = 10.0,
-              lr_g: float = 1e-3, lr_d: float = 4e-3, betas: tuple[float, float] = (0.5, 0.999),
-              ema_decay: float = 0.999, accelerator: str = "auto", devices: int | str = 1,
-              strategy: str = "auto", precision: str | None = None, channels_last: bool | None = None,
-              compile: bool = False, num_workers: int | None = None, checkpoint_dir: str | os.PathLike | None = None,
-              checkpoint_every: int = 500, resume: bool = True, max_time: float | None = None, seed: int = 0,
-              progress_bar: bool = True, gp_every: int = 1) -> TileGAN:
+    def train(
+        self,
+        max_steps: int = 10_000,
+        batch_size: int = 64,
+        n_critic: int = 5,
+        gp_lambda: float = 10.0,
+        lr_g: float = 1e-3,
+        lr_d: float = 4e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        ema_decay: float = 0.999,
+        accelerator: str = "auto",
+        devices: int | str = 1,
+        strategy: str = "auto",
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        num_workers: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 500,
+        resume: bool = True,
+        max_time: float | None = None,
+        seed: int = 0,
+        progress_bar: bool = True,
+        gp_every: int = 1,
+    ) -> TileGAN:
         """Train with WGAN-GP (per-sample gradient penalty) and an EMA copy of the generator.
 
         Parameters
@@ -182,8 +221,10 @@ class TileGAN:
         if int(gp_every) < 1:
             raise ValueError(f"gp_every must be ≥ 1, got {gp_every}.")
         if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
-            raise ValueError(f"This {type(self).__name__} was loaded from disk and has no training data: build "
-                             "a new one from adata and tiles to train (pass checkpoint_dir to resume a run).")
+            raise ValueError(
+                f"This {type(self).__name__} was loaded from disk and has no training data: build "
+                "a new one from adata and tiles to train (pass checkpoint_dir to resume a run)."
+            )
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
@@ -202,30 +243,53 @@ class TileGAN:
             meta = resume_state[1]
             if meta.get("class") != "TileGANCheckpoint" or "opt_g" not in meta:
                 raise ValueError(f"{ckpt} is not a complete TileGAN training checkpoint; pass another checkpoint_dir.")
-            differ = sorted(k for k in set(meta["model"]) | set(self.config)
-                            if not _same(meta["model"].get(k), self.config.get(k)))
+            differ = sorted(
+                k for k in set(meta["model"]) | set(self.config) if not _same(meta["model"].get(k), self.config.get(k))
+            )
             if differ:
-                raise ValueError(f"The checkpoint in {ckpt} was made for another model ({differ} differ); resume with "
-                                 "the same data and settings, or pass resume=False / another checkpoint_dir.")
+                raise ValueError(
+                    f"The checkpoint in {ckpt} was made for another model ({differ} differ); resume with "
+                    "the same data and settings, or pass resume=False / another checkpoint_dir."
+                )
             start = int(meta["step"])
             logger.info(f"Resuming {self!r} from step {start} ({ckpt}).")
-        loader = tile_loader(self.dataset, batch_size=min(batch_size, len(self.dataset)), num_workers=num_workers,
-                             seed=seed + start)
-        plan = GANTrainingPlan(self, n_critic=n_critic, gp_lambda=gp_lambda, gp_every=int(gp_every), lr_g=lr_g,
-                               lr_d=lr_d, betas=betas,
-                               ema_decay=ema_decay, channels_last=on_gpu if channels_last is None else channels_last,
-                               compile=compile, start_step=start, resume_state=resume_state, seed=seed)
+        loader = tile_loader(
+            self.dataset, batch_size=min(batch_size, len(self.dataset)), num_workers=num_workers, seed=seed + start
+        )
+        plan = GANTrainingPlan(
+            self,
+            n_critic=n_critic,
+            gp_lambda=gp_lambda,
+            gp_every=int(gp_every),
+            lr_g=lr_g,
+            lr_d=lr_d,
+            betas=betas,
+            ema_decay=ema_decay,
+            channels_last=on_gpu if channels_last is None else channels_last,
+            compile=compile,
+            start_step=start,
+            resume_state=resume_state,
+            seed=seed,
+        )
         history = History()
         callbacks: list[pl.Callback] = [history, StopAt(max_steps)]
         if ckpt is not None:
             callbacks.append(SafetensorsCheckpoint(self, ckpt, checkpoint_every))
         trainer = pl.Trainer(
-            max_steps=-1, max_epochs=10**9, max_time={"seconds": max_time} if max_time else None,
-            accelerator=accelerator, devices=devices,
+            max_steps=-1,
+            max_epochs=10**9,
+            max_time={"seconds": max_time} if max_time else None,
+            accelerator=accelerator,
+            devices=devices,
             strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
-            precision=precision or default_precision(accelerator), callbacks=callbacks, logger=False,
-            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
-            deterministic=not on_gpu, log_every_n_steps=1,
+            precision=precision or default_precision(accelerator),
+            callbacks=callbacks,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress_bar,
+            deterministic=not on_gpu,
+            log_every_n_steps=1,
         )
         import time
 
@@ -239,11 +303,20 @@ class TileGAN:
             torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
         self.generator, self.critic, self.ema = (m.cpu() for m in (plan.generator, plan.critic, plan.ema))
         self.history = {k: v for k, v in history.history.items()}
-        self.train_info = {"steps": int(plan.step), "resumed_from": start, "seconds": time.perf_counter() - t0,
-                           "batch_size": batch_size, "n_critic": n_critic, "gp_lambda": gp_lambda,
-                           "gp_every": int(gp_every), "lr_g": lr_g,
-                           "lr_d": lr_d, "seed": seed, "precision": str(trainer.precision),
-                           "n_tiles": len(self.dataset)}
+        self.train_info = {
+            "steps": int(plan.step),
+            "resumed_from": start,
+            "seconds": time.perf_counter() - t0,
+            "batch_size": batch_size,
+            "n_critic": n_critic,
+            "gp_lambda": gp_lambda,
+            "gp_every": int(gp_every),
+            "lr_g": lr_g,
+            "lr_d": lr_d,
+            "seed": seed,
+            "precision": str(trainer.precision),
+            "n_tiles": len(self.dataset),
+        }
         self.is_trained = True
         self.global_rank = int(trainer.global_rank)  # under DDP: write files from rank 0 only
         if ckpt is not None and start < max_steps and trainer.is_global_zero:
@@ -267,8 +340,16 @@ class TileGAN:
         return z
 
     @torch.no_grad()
-    def generate(self, adata: ad.AnnData | np.ndarray, n_per_obs: int = 4, seed: int = 0, batch_size: int = 256,
-                 device: str | None = "auto", ema: bool = True, sink: Sink | None = None) -> np.ndarray | None:
+    def generate(
+        self,
+        adata: ad.AnnData | np.ndarray,
+        n_per_obs: int = 4,
+        seed: int = 0,
+        batch_size: int = 256,
+        device: str | None = "auto",
+        ema: bool = True,
+        sink: Sink | None = None,
+    ) -> np.ndarray | None:
         """Paint ``n_per_obs`` tiles per observation.
 
         Parameters
@@ -302,8 +383,9 @@ class TileGAN:
         c = self.config
         if c["condition"] is not None and (cond.ndim != 2 or cond.shape[1] != c["condition_dim"]):
             raise ValueError(f"conditions must have shape (n, {c['condition_dim']}), got {cond.shape}.")
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           "cpu" if device in ("auto", None) else device)
+        dev = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device in ("auto", None) else device
+        )
         g = (self.ema if ema else self.generator).eval().to(dev)
         n = len(cond)
         out = None if sink is not None else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
@@ -335,9 +417,15 @@ class TileGAN:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """``model.safetensors`` (generator, critic, EMA) + ``config.json`` (+ ``vae/`` when conditional)."""
-        config = {"class": type(self).__name__, "rnapaint_version": __import__("rnapaint").__version__,
-                  "model": self.config, "history": self.history, "train_info": self.train_info,
-                  "is_trained": self.is_trained, "has_vae": self.vae is not None}
+        config = {
+            "class": type(self).__name__,
+            "rnapaint_version": __import__("rnapaint").__version__,
+            "model": self.config,
+            "history": self.history,
+            "train_info": self.train_info,
+            "is_trained": self.is_trained,
+            "has_vae": self.vae is not None,
+        }
         children = {"vae": self.vae.save} if self.vae is not None else None
         out = save_model_files(path, self._tensors(), config, overwrite=overwrite, children=children)
         logger.info(f"Saved {self!r} to {out}")
@@ -358,7 +446,7 @@ class TileGAN:
         self._build()
         try:
             for prefix, m in zip(_PREFIXES, (self.generator, self.critic, self.ema), strict=True):
-                _load_plain_state(m, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+                _load_plain_state(m, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         except RuntimeError as e:
             raise ValueError(f"{path}: weights do not fit the model its config describes: {e}") from e
         self.history, self.train_info = config.get("history", {}), config.get("train_info", {})
@@ -366,9 +454,13 @@ class TileGAN:
         return self
 
 
-def make_input(cond: torch.Tensor, config: dict[str, Any], n: int,
-               gen: torch.Generator | list[torch.Generator] | None = None,
-               stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def make_input(
+    cond: torch.Tensor,
+    config: dict[str, Any],
+    n: int,
+    gen: torch.Generator | list[torch.Generator] | None = None,
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Generator input ``(n, latent_dim)``: condition + U(−noise, noise) (RNA-GAN), or N(0, I) (baseline).
 
     The condition is standardised with fixed statistics of the training units (stored in the

@@ -79,10 +79,19 @@ class ConditionalUNet(nn.Module):
         Attention head size.
     """
 
-    def __init__(self, image_size: int, condition_dim: int, channels: Sequence[int] = (128, 256, 256, 512),
-                 attention: Sequence[bool] = (False, True, True, True), layers_per_block: int = 2,
-                 low_res: bool = False, n_tokens: int = 8, token_dim: int = 256, hidden: int = 512,
-                 head_dim: int = 32):
+    def __init__(
+        self,
+        image_size: int,
+        condition_dim: int,
+        channels: Sequence[int] = (128, 256, 256, 512),
+        attention: Sequence[bool] = (False, True, True, True),
+        layers_per_block: int = 2,
+        low_res: bool = False,
+        n_tokens: int = 8,
+        token_dim: int = 256,
+        hidden: int = 512,
+        head_dim: int = 32,
+    ):
         from diffusers import UNet2DConditionModel
 
         super().__init__()
@@ -90,24 +99,38 @@ class ConditionalUNet(nn.Module):
         if len(channels) != len(attention):
             raise ValueError(f"channels and attention need one entry per level, got {channels} and {attention}.")
         if image_size % 2 ** (len(channels) - 1):
-            raise ValueError(f"image_size {image_size} is not divisible by 2^{len(channels) - 1} "
-                             f"({len(channels)} levels).")
+            raise ValueError(
+                f"image_size {image_size} is not divisible by 2^{len(channels) - 1} ({len(channels)} levels)."
+            )
         groups = min(32, channels[0])
         if any(c % groups for c in channels):
             raise ValueError(f"every channel count must be a multiple of {groups} (GroupNorm groups).")
         self.low_res = bool(low_res)
         self.cond = ConditionEncoder(condition_dim, n_tokens, token_dim, hidden)
         self.unet = UNet2DConditionModel(
-            sample_size=image_size, in_channels=6 if low_res else 3, out_channels=3,
+            sample_size=image_size,
+            in_channels=6 if low_res else 3,
+            out_channels=3,
             down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
             up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
-            block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=groups,
-            cross_attention_dim=token_dim, attention_head_dim=head_dim, class_embed_type="projection",
+            block_out_channels=channels,
+            layers_per_block=layers_per_block,
+            norm_num_groups=groups,
+            cross_attention_dim=token_dim,
+            attention_head_dim=head_dim,
+            class_embed_type="projection",
             projection_class_embeddings_input_dim=hidden + (AUG_EMBED_DIM if low_res else 0),
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, drop: torch.Tensor | None = None,
-                low_res: torch.Tensor | None = None, aug_t: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor,
+        drop: torch.Tensor | None = None,
+        low_res: torch.Tensor | None = None,
+        aug_t: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         from diffusers.models.embeddings import get_timestep_embedding
 
         tokens, pooled = self.cond(c, drop)

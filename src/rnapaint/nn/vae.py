@@ -59,8 +59,9 @@ class VAE(nn.Module):
         Dropout after each hidden block.
     """
 
-    def __init__(self, n_genes: int, hidden: Sequence[int] = (6000, 4096), latent_dim: int = 2048,
-                 dropout: float = 0.0):
+    def __init__(
+        self, n_genes: int, hidden: Sequence[int] = (6000, 4096), latent_dim: int = 2048, dropout: float = 0.0
+    ):
         super().__init__()
         if not hidden:
             raise ValueError("hidden needs at least one layer width.")

@@ -10,8 +10,14 @@ import pandas as pd
 from ._figures import finish
 
 
-def evaluation(report: pd.DataFrame, metrics: Sequence[str] | None = None, ncols: int = 4,
-               title: str | None = None, show: bool | None = None, save: str | os.PathLike | None = None):
+def evaluation(
+    report: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+):
     """One panel per metric: a bar per method with its confidence interval and a dashed chance line.
 
     Parameters
@@ -43,8 +49,9 @@ def evaluation(report: pd.DataFrame, metrics: Sequence[str] | None = None, ncols
         raise ValueError(f"metrics {unknown} are not in the report.")
     methods = list(dict.fromkeys(report["method"]))
     nrows = int(np.ceil(len(metrics) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 0.45 * len(methods) * nrows + 1.2 * nrows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.2 * ncols, 0.45 * len(methods) * nrows + 1.2 * nrows), squeeze=False
+    )
     colors = plt.get_cmap("tab10")(np.arange(len(methods)) % 10)
     for ax, metric in zip(axes.flat, metrics, strict=False):
         sub = report[report["metric"] == metric].set_index("method").reindex(methods)
@@ -60,7 +67,7 @@ def evaluation(report: pd.DataFrame, metrics: Sequence[str] | None = None, ncols
         ax.invert_yaxis()
         ax.set_title(metric, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     if title:
         fig.suptitle(title)

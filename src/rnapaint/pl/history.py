@@ -40,8 +40,9 @@ def history(
     elif hasattr(data, "uns"):
         key = key[2:] if key.startswith("X_") else key
         if key not in data.uns or "history" not in data.uns[key]:
-            raise ValueError(f"adata.uns[{key!r}] has no training history: "
-                             "run rp.tl.vae or rp.tl.train_generator first.")
+            raise ValueError(
+                f"adata.uns[{key!r}] has no training history: run rp.tl.vae or rp.tl.train_generator first."
+            )
         hist = data.uns[key]["history"]
     else:
         hist = getattr(data, "history", None)
@@ -49,16 +50,27 @@ def history(
             raise ValueError("data has no training history.")
     if hist and all(isinstance(v, Mapping) for v in hist.values()):
         # A staged model (CascadedDiffusion: stage → name → values): one panel per stage and term.
-        hist = {f"{split}_{stage}: {name.split('_', 1)[1]}": v for stage, h in hist.items()
-                for name, v in h.items() for split in ("train", "val") if name.startswith(f"{split}_")}
+        hist = {
+            f"{split}_{stage}: {name.split('_', 1)[1]}": v
+            for stage, h in hist.items()
+            for name, v in h.items()
+            for split in ("train", "val")
+            if name.startswith(f"{split}_")
+        }
     # Every curve logged as train_<term> (β-VAE: loss, recon, kl; GAN: critic, generator, gp, ...).
     terms = [k.removeprefix("train_") for k in hist if k.startswith("train_")]
     if not terms:
         raise ValueError(f"The history holds no train_* curves (keys: {sorted(hist)}).")
     fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
-    titles = {"loss": "total loss", "recon": "reconstruction (MSE)", "kl": "KL divergence",
-              "critic": "critic loss", "generator": "generator loss", "gp": "gradient penalty",
-              "wasserstein": "Wasserstein estimate"}
+    titles = {
+        "loss": "total loss",
+        "recon": "reconstruction (MSE)",
+        "kl": "KL divergence",
+        "critic": "critic loss",
+        "generator": "generator loss",
+        "gp": "gradient penalty",
+        "wasserstein": "Wasserstein estimate",
+    }
     for ax, t in zip(axes[0], terms, strict=True):
         for split, style in (("train", "-"), ("val", "--")):
             y = list(hist.get(f"{split}_{t}", []))

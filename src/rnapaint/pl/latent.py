@@ -83,10 +83,13 @@ def latent_umap(
     n_total = sum(len(b[1]) for b in blocks)
     joint = ad.AnnData(
         X=np.vstack([b[1] for b in blocks]).astype(np.float32),
-        obs=pd.DataFrame({
-            "kind": np.concatenate([[b[0]] * len(b[1]) for b in blocks]),
-            "group": np.concatenate([b[2] for b in blocks]),
-        }, index=[f"p{i}" for i in range(n_total)]),
+        obs=pd.DataFrame(
+            {
+                "kind": np.concatenate([[b[0]] * len(b[1]) for b in blocks]),
+                "group": np.concatenate([b[2] for b in blocks]),
+            },
+            index=[f"p{i}" for i in range(n_total)],
+        ),
     )
     sc.pp.pca(joint, n_comps=min(n_pcs, joint.n_obs - 1, joint.n_vars - 1), random_state=seed)
     sc.pp.neighbors(joint, random_state=seed)
@@ -96,8 +99,7 @@ def latent_umap(
     groups += [g for g in pd.unique(joint.obs["group"]) if g not in groups]
     cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     colors = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
-    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 4.2), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 4.2), squeeze=False, sharex=True, sharey=True)
     for ax, (kind, _, _) in zip(axes[0], blocks, strict=True):
         ax.scatter(emb[:, 0], emb[:, 1], s=4, c="0.88", linewidths=0)
         sel = (joint.obs["kind"] == kind).to_numpy()

@@ -20,7 +20,7 @@ def _gather(source: Any, key: str, groupby: str | None, n: int, seed: int) -> tu
         if arr.ndim == 4:
             arr = arr[:, None]
         rows = np.sort(rng.choice(len(arr), size=min(n, len(arr)), replace=False))
-        labels = (source.obs[groupby].astype(str).to_numpy() if groupby else np.asarray(source.obs_names))
+        labels = source.obs[groupby].astype(str).to_numpy() if groupby else np.asarray(source.obs_names)
         return arr[rows, 0], [str(labels[r]) for r in rows]
     if hasattr(source, "table") and hasattr(source, "tile_size"):  # TileStore
         table = source.table

@@ -181,7 +181,5 @@ def zscore(
         "max_value": max_value,
         "n_missing_set_to_mean": int(missing.sum()),
     }
-    logger.info(
-        f"zscore: fitted on {fit_on} ({n_fit} rows); adding adata.var['rp_mean'], adata.var['rp_std']."
-    )
+    logger.info(f"zscore: fitted on {fit_on} ({n_fit} rows); adding adata.var['rp_mean'], adata.var['rp_std'].")
     return adata if copy else None

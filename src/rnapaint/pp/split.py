@@ -72,9 +72,7 @@ def split(
         if c not in adata.obs:
             raise ValueError(f"obs has no column {c!r}; available: {list(adata.obs.columns)}.")
     adata = adata.copy() if copy else adata
-    strata = (
-        adata.obs[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=adata.obs_names)
-    )
+    strata = adata.obs[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=adata.obs_names)
     unit = adata.obs[groups].astype(str) if groups else pd.Series(adata.obs_names, index=adata.obs_names)
     if groups:
         # A group's stratum is its most common one (a patient has tumour and normal: keep it whole).

@@ -144,17 +144,34 @@ def spot_tiles(
         for j, r in enumerate(inside):
             tiles[j] = _resized(src.patch(x0[r], y0[r], size), edge)
         if ts is not None:
-            ts.append(tiles, pd.DataFrame({"unit": adata.obs_names[inside], "slide": src.name,
-                                           "x": x0[inside].astype(np.int64), "y": y0[inside].astype(np.int64),
-                                           "mpp": src.mpp * size / edge}), slide_done=src.name)
+            ts.append(
+                tiles,
+                pd.DataFrame(
+                    {
+                        "unit": adata.obs_names[inside],
+                        "slide": src.name,
+                        "x": x0[inside].astype(np.int64),
+                        "y": y0[inside].astype(np.int64),
+                        "mpp": src.mpp * size / edge,
+                    }
+                ),
+                slide_done=src.name,
+            )
         else:
             patches[inside, 0] = tiles
     adata.obs[f"{key_added}_outside"] = outside
     if patches is not None:
         adata.obsm[key_added] = patches
-    adata.uns[key_added] = {"size": int(size), "out_size": int(edge), "sources": sources,
-                            "n_outside": int(outside.sum()), "store": str(store) if store is not None else None}
+    adata.uns[key_added] = {
+        "size": int(size),
+        "out_size": int(edge),
+        "sources": sources,
+        "n_outside": int(outside.sum()),
+        "store": str(store) if store is not None else None,
+    }
     where = f"store {store}" if store is not None else f"adata.obsm[{key_added!r}]"
-    logger.info(f"{adata.n_obs - outside.sum()} spot patches of {size}px to {where}; {outside.sum()} spots "
-                f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image).")
+    logger.info(
+        f"{adata.n_obs - outside.sum()} spot patches of {size}px to {where}; {outside.sum()} spots "
+        f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image)."
+    )
     return adata if copy else None

@@ -92,12 +92,16 @@ def plan_tiles(slide: Slide, params: TilingParams) -> tuple[pd.DataFrame, dict[s
     info holds the level, scale and thresholds used.
     """
     if slide.mpp is None:
-        raise SlideError(f"{slide.path.name} records no µm/px: give it with slide_mpp= (e.g. slide_mpp=0.25 or "
-                         f"slide_mpp={{'{slide.path.name}': 0.25}}).")
+        raise SlideError(
+            f"{slide.path.name} records no µm/px: give it with slide_mpp= (e.g. slide_mpp=0.25 or "
+            f"slide_mpp={{'{slide.path.name}': 0.25}})."
+        )
     scale = params.mpp / slide.mpp  # level-0 pixels per target pixel
     if scale < 1 - 1e-3:
-        raise SlideError(f"{slide.path.name} is scanned at {slide.mpp:.3g} µm/px, coarser than the requested "
-                         f"{params.mpp:.3g} µm/px: tiles would be upsampled. Ask for mpp ≥ {slide.mpp:.3g}.")
+        raise SlideError(
+            f"{slide.path.name} is scanned at {slide.mpp:.3g} µm/px, coarser than the requested "
+            f"{params.mpp:.3g} µm/px: tiles would be upsampled. Ask for mpp ≥ {slide.mpp:.3g}."
+        )
     level = _level_for(slide, scale)
     foot = params.tile_size * scale
     w0, h0 = slide.dimensions
@@ -115,8 +119,14 @@ def plan_tiles(slide: Slide, params: TilingParams) -> tuple[pd.DataFrame, dict[s
     grid = pd.DataFrame(rows, columns=["col", "row", "x", "y", "mask_tissue"])
     # The thumbnail is coarse: keep a margin, the exact decision is made on the tile's own pixels.
     grid["candidate"] = grid["mask_tissue"] >= (1.0 - params.max_background) - 0.15
-    info = {"level": level, "scale": scale, "downsample": slide.level_downsamples[level],
-            "grey_threshold": grey_t, "sat_threshold": sat_t, "footprint": foot}
+    info = {
+        "level": level,
+        "scale": scale,
+        "downsample": slide.level_downsamples[level],
+        "grey_threshold": grey_t,
+        "sat_threshold": sat_t,
+        "footprint": foot,
+    }
     return grid, info
 
 
@@ -133,8 +143,9 @@ def read_tile(slide: Slide, x: int, y: int, info: dict[str, Any], tile_size: int
     return np.asarray(Image.fromarray(region).resize((tile_size, tile_size), Image.Resampling.BOX))
 
 
-def tile_one_slide(path: str, unit: str, staging: str, params: TilingParams,
-                   slide_mpp: float | None = None) -> dict[str, Any]:
+def tile_one_slide(
+    path: str, unit: str, staging: str, params: TilingParams, slide_mpp: float | None = None
+) -> dict[str, Any]:
     """Tile one slide into a staging TileStore; never raises (errors come back in the result).
 
     Runs in a worker process (or on a Dask worker): returns a small dict, the tiles stay on disk.
@@ -183,8 +194,12 @@ def _merge(store: TileStore, result: dict[str, Any]) -> int:
     for start in range(0, n, 512):
         idx = order[start : start + 512]
         last = start + 512 >= n
-        store.append(staged[idx], table.iloc[idx].reset_index(drop=True).astype({"unit": str, "slide": str}),
-                     slide_done=result["slide"] if last else None, commit=last)
+        store.append(
+            staged[idx],
+            table.iloc[idx].reset_index(drop=True).astype({"unit": str, "slide": str}),
+            slide_done=result["slide"] if last else None,
+            commit=last,
+        )
     shutil.rmtree(result["staging"], ignore_errors=True)
     return n
 
@@ -256,12 +271,16 @@ def tile_slides(
     paths = adata.obs[slide_key].astype(str)
     dup = paths[paths.duplicated()]
     if len(dup):
-        raise ValueError(f"{len(dup)} slides are shared by several observations (e.g. {dup.iloc[0]}); "
-                         "give each unit its own slide.")
+        raise ValueError(
+            f"{len(dup)} slides are shared by several observations (e.g. {dup.iloc[0]}); give each unit its own slide."
+        )
     params = TilingParams(tile_size, mpp, max_tiles, max_background, min_contrast, seed)
     store_path = Path(store)
-    ts = TileStore.open(store_path, "a") if (store_path / "rnapaint_commit.json").is_file() else \
-        TileStore.create(store_path, tile_size)
+    ts = (
+        TileStore.open(store_path, "a")
+        if (store_path / "rnapaint_commit.json").is_file()
+        else TileStore.create(store_path, tile_size)
+    )
     if ts.tile_size != tile_size:
         raise ValueError(f"{store_path} holds {ts.tile_size}px tiles, not {tile_size}px.")
     # A resumed run must cut tiles the way the first did, or one store would mix resolutions.
@@ -270,8 +289,9 @@ def tile_slides(
     differ = sorted(k for k in wanted if k in recorded and recorded[k] != wanted[k])
     if differ:
         was = ", ".join(f"{k}={recorded[k]}" for k in differ)
-        raise ValueError(f"{store_path} was tiled with other settings ({was}); use the same settings to resume, "
-                         "or another store.")
+        raise ValueError(
+            f"{store_path} was tiled with other settings ({was}); use the same settings to resume, or another store."
+        )
     if not recorded:
         ts.attrs["tiling"] = wanted
     todo = [(u, p) for u, p in zip(adata.obs_names, paths, strict=True) if p not in ts.done_slides]
@@ -310,8 +330,9 @@ def tile_slides(
     adata = adata.copy() if copy else adata
     adata.obs[f"n_{key_added}"] = counts.reindex(adata.obs_names).to_numpy(int)
     failures = ts.failures
-    adata.uns[key_added] = {"store": str(store_path), "params": asdict(params),
-                            "failures": failures.astype(str)}
-    logger.info(f"{len(ts)} tiles in {store_path}; {len(failures)} slides failed. Adding "
-                f"adata.obs['n_{key_added}'], adata.uns[{key_added!r}]")
+    adata.uns[key_added] = {"store": str(store_path), "params": asdict(params), "failures": failures.astype(str)}
+    logger.info(
+        f"{len(ts)} tiles in {store_path}; {len(failures)} slides failed. Adding "
+        f"adata.obs['n_{key_added}'], adata.uns[{key_added!r}]"
+    )
     return adata if copy else None

@@ -6,5 +6,12 @@ from .latent import reconstruct, shift, synthetic_expression
 from .vae import get_model, vae
 
 __all__ = [
-    "evaluate", "generate", "get_model", "reconstruct", "shift", "synthetic_expression", "train_generator", "vae",
+    "evaluate",
+    "generate",
+    "get_model",
+    "reconstruct",
+    "shift",
+    "synthetic_expression",
+    "train_generator",
+    "vae",
 ]

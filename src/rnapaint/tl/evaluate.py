@@ -124,30 +124,41 @@ def evaluate(
     for k in keys:
         gen = np.asarray(adata.obsm[k])[te]
         if gen.ndim != 5 or gen.dtype != np.uint8 or gen.shape[2:] != real.shape[2:]:
-            raise ValueError(f"obsm[{k!r}] must be uint8 (n, k, {real.shape[2]}, {real.shape[3]}, 3), got "
-                             f"{gen.dtype} {gen.shape}.")
+            raise ValueError(
+                f"obsm[{k!r}] must be uint8 (n, k, {real.shape[2]}, {real.shape[3]}, 3), got {gen.dtype} {gen.shape}."
+            )
         if (gen.reshape(len(gen), -1).max(1) == 0).any():
             raise ValueError(f"obsm[{k!r}] has test units without generated tiles (all-black rows).")
         methods[k] = gen
 
     ref = encoder.encode(real[te, 0])
-    feats = {name: ref if name == "real (held out)" else encoder.encode(t.reshape(-1, *t.shape[2:]))
-             for name, t in methods.items()}
+    feats = {
+        name: ref if name == "real (held out)" else encoder.encode(t.reshape(-1, *t.shape[2:]))
+        for name, t in methods.items()
+    }
     train_feats = encoder.encode(real[tr, 0])
     if nuclei:
         ref_nuc = _nuclei(real[te, 0], mpp=mpp, progress_bar=False)
     rows: list[dict[str, Any]] = []
 
     def add(method, metric, value, lo=np.nan, hi=np.nan, chance=np.nan):
-        rows.append({"method": method, "metric": metric, "value": float(value), "ci_low": float(lo),
-                     "ci_high": float(hi), "chance": float(chance)})
+        rows.append(
+            {
+                "method": method,
+                "metric": metric,
+                "value": float(value),
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+                "chance": float(chance),
+            }
+        )
 
     halves = np.random.default_rng(seed).permutation(len(te))
 
     def versus(name: str, f: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pair realism compares: the real test tiles' two disjoint halves for the ceiling, else real vs f."""
         if name == "real (held out)":
-            return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2:]]
+            return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2 :]]
         return reference, f
 
     for name, t in methods.items():

@@ -77,8 +77,7 @@ def train_generator(
     if method == "cdm":
         model = CascadedDiffusion(adata, tiles, vae=vae, rep=rep, units=units, **(model_kwargs or {}))
     else:
-        model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units,
-                        **(model_kwargs or {}))
+        model = TileGAN(adata, tiles, condition=METHODS[method], vae=vae, rep=rep, units=units, **(model_kwargs or {}))
     model.train(**train_kwargs)
     if save_path is not None and model.global_rank == 0:  # DDP: every process runs this, one writes
         model.save(save_path, overwrite=True)
@@ -86,8 +85,10 @@ def train_generator(
     adata.uns[key] = {
         "params": {**{k: v for k, v in model.config.items() if v is not None}, "method": method},
         # CascadedDiffusion's history is per stage (stage → name → values), TileGAN's is flat.
-        "history": {k: ({n: list(c) for n, c in v.items()} if isinstance(v, dict) else list(v))
-                    for k, v in model.history.items()},
+        "history": {
+            k: ({n: list(c) for n, c in v.items()} if isinstance(v, dict) else list(v))
+            for k, v in model.history.items()
+        },
         "train_info": dict(model.train_info),
         "model_uid": _registry.register(model),
         "model_path": str(save_path) if save_path is not None else None,
@@ -170,10 +171,12 @@ def generate(
     adata = adata.copy() if copy else adata
     if store is None:
         adata.obsm[key_added] = tiles
-    adata.uns[f"{key_added.removeprefix('X_')}_generation"] = {"n_per_obs": int(n_per_obs), "seed": int(seed),
-                                                "store": str(store) if store is not None else None,
-                                                "model": repr(model),
-                                                **{k: v for k, v in generate_kwargs.items()
-                                                   if isinstance(v, (int, float, str))}}
+    adata.uns[f"{key_added.removeprefix('X_')}_generation"] = {
+        "n_per_obs": int(n_per_obs),
+        "seed": int(seed),
+        "store": str(store) if store is not None else None,
+        "model": repr(model),
+        **{k: v for k, v in generate_kwargs.items() if isinstance(v, (int, float, str))},
+    }
     logger.info(f"Generated {adata.n_obs} × {n_per_obs} tiles of {size}px into {where}")
     return adata if copy else None

@@ -37,8 +37,9 @@ def _group_mask(adata: ad.AnnData, groupby: str | Sequence[str], group: Any) -> 
     return mask
 
 
-def _decoded_anndata(model: Any, z: np.ndarray, obs: pd.DataFrame, adata: ad.AnnData,
-                     kind: str, key: str) -> ad.AnnData:
+def _decoded_anndata(
+    model: Any, z: np.ndarray, obs: pd.DataFrame, adata: ad.AnnData, kind: str, key: str
+) -> ad.AnnData:
     x = model.decode(z)
     out = ad.AnnData(X=x.astype(np.float32), obs=obs, var=adata.var.copy())
     out.obsm[f"X_{_uns_key(key)}"] = z.astype(np.float32)
@@ -188,8 +189,9 @@ def synthetic_expression(
     cols = [groupby] if isinstance(groupby, str) else list(groupby)
     vals = [group] if isinstance(groupby, str) else list(group)
     tag = "_".join(map(str, vals))
-    obs = pd.DataFrame({c: [str(v)] * n for c, v in zip(cols, vals, strict=True)},
-                       index=[f"synthetic_{tag}_{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {c: [str(v)] * n for c, v in zip(cols, vals, strict=True)}, index=[f"synthetic_{tag}_{i}" for i in range(n)]
+    )
     return _decoded_anndata(model, draws.astype(np.float32), obs, adata, "synthetic", key)
 
 

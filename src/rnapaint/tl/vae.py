@@ -72,9 +72,15 @@ def vae(
         model = BetaVAE.load(model)
     if model is None:
         model = BetaVAE(adata, hidden=hidden, latent_dim=latent_dim, beta=beta, split_key=split_key)
-        model.train(max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-                    early_stopping_patience=early_stopping_patience, accelerator=accelerator,
-                    seed=seed, progress_bar=progress_bar)
+        model.train(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            early_stopping_patience=early_stopping_patience,
+            accelerator=accelerator,
+            seed=seed,
+            progress_bar=progress_bar,
+        )
         trained_here = True
     else:
         if not getattr(model, "is_trained", False):
