@@ -554,20 +554,6 @@ def evaluate(args) -> None:
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 
 
-class _NucleiFeatures:
-    """A fixed, untrained "encoder": each tile's nuclei features (``rp.metrics.nuclei``), for fidelity in
-    a space a pathologist can read — tumour nests are nuclei-dense with large nuclei, stroma is not."""
-
-    COLUMNS = ("density", "mean_area", "mean_eccentricity", "hematoxylin_fraction", "small_round_fraction")
-
-    def __init__(self, mpp: float):
-        self.mpp = mpp
-
-    def encode(self, tiles: np.ndarray) -> np.ndarray:
-        f = rp.metrics.nuclei(tiles, mpp=self.mpp, progress_bar=False)
-        return np.nan_to_num(f[list(self.COLUMNS)].to_numpy(np.float32))  # a tile without nuclei: zeros
-
-
 def fidelity(args) -> None:
     """Condition fidelity and the paired differences between generators, once per encoder seed.
 
@@ -585,9 +571,8 @@ def fidelity(args) -> None:
     mpp = 224 * 0.686 / real.shape[2]
     for seed in [*args.seeds, *(["nuclei"] if args.nuclei_features else [])]:
         t0 = time.perf_counter()
-        if seed == "nuclei":
-            encoder = _NucleiFeatures(mpp)
-        else:
+        encoder = None  # nuclei features (rp.metrics.NucleiFeatures): nothing to train
+        if seed != "nuclei":
             encoder = rp.models.TileEncoder(stem="large").fit(
                 real[train_rows, 0], epochs=args.encoder_epochs, batch_size=128, progress_bar=False, seed=seed
             )
@@ -596,7 +581,9 @@ def fidelity(args) -> None:
             keys,
             label_key=args.label,
             split_key="eval_split",
+            features="nuclei" if seed == "nuclei" else "encoder",
             encoder=encoder,
+            mpp=mpp,
             nuclei=False,
             n_boot=args.n_boot,
             contrasts=_contrasts(keys),

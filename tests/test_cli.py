@@ -151,6 +151,12 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
             code=2,
         )
         assert why in res.output and not (tmp_path / "r2.csv").exists()
+    # nuclei features: nothing trained, its own metric names; an unknown space is refused before anything is written
+    common = ["evaluate", tmp_path / "gen.h5ad", "--generated", "X_tiles", "--label-key", "group", "--vae", gan / "vae"]
+    _run(*common, "--out", tmp_path / "r3.csv", "--features", "nuclei", "--mpp", "2", "--n-boot", "5")
+    assert "condition fidelity (nuclei features)" in set(pd.read_csv(tmp_path / "r3.csv")["metric"])
+    res = _run(*common, "--out", tmp_path / "r4.csv", "--features", "inception", code=2)
+    assert "'encoder' or 'nuclei'" in res.output and not (tmp_path / "r4.csv").exists()
 
 
 def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -84,3 +85,57 @@ def test_evaluate_bad_input(toy):
             metrics=["nope"],
             show=False,
         )
+
+
+def _nuclei_unit_tiles(counts: np.ndarray, seed: int, size: int = 64) -> np.ndarray:
+    """One pink tile per unit with ``counts[i]`` dark-purple discs (radius 4 px), ``(n, 1, size, size, 3)``."""
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((len(counts), 1, size, size, 3), np.uint8)
+    for i, n in enumerate(counts):
+        img = np.empty((size, size, 3))
+        img[:] = (158, 136, 179)
+        # centres on a jittered 4 × 4 grid (no two discs touch), n of the 16 cells used
+        for cell in rng.choice(16, n, replace=False):
+            r, c = (cell // 4) * 16 + 8 + rng.uniform(-2, 2), (cell % 4) * 16 + 8 + rng.uniform(-2, 2)
+            img[disk((r, c), 4, shape=(size, size))] = (57, 62, 117)
+        out[i, 0] = np.clip(img + rng.normal(0, 4, img.shape), 0, 255)
+    return out
+
+
+def test_evaluate_in_nuclei_feature_space():
+    rng = np.random.default_rng(0)
+    counts = rng.choice([2, 3, 7, 8, 12, 13], 150)
+    a = ad.AnnData(np.zeros((150, 1), np.float32))
+    a.obs["group"] = np.select([counts < 5, counts < 10], ["sparse", "medium"], "dense")
+    a.obs["split"] = np.where(np.arange(150) < 100, "train", "test")
+    a.obsm["X_vae"] = (counts[:, None] + rng.normal(0, 0.5, (150, 2))).astype(np.float32)
+    a.obsm["tiles"] = _nuclei_unit_tiles(counts, seed=1)
+    a.obsm["faithful"] = _nuclei_unit_tiles(counts, seed=2)  # the same number of nuclei, drawn again
+    a.obsm["blind"] = a.obsm["faithful"][rng.permutation(150)]
+    report = rp.tl.evaluate(
+        a,
+        ["faithful", "blind"],
+        label_key="group",
+        features="nuclei",
+        mpp=1.0,
+        n_boot=50,
+        contrasts=[("faithful", "blind")],
+    )
+    v = report.set_index(["method", "metric"])["value"]
+    # nothing trained: nuclei density tells the groups apart on real and faithful tiles, not on blind ones
+    assert v["real (held out)", "condition fidelity (nuclei features)"] > 0.9
+    assert v["faithful", "condition fidelity (nuclei features)"] > 0.9
+    assert v["blind", "condition fidelity (nuclei features)"] < 0.6
+    assert v["faithful", "retrieval top-5 (nuclei features)"] > 2 * v["blind", "retrieval top-5 (nuclei features)"]
+    paired = report[report["metric"] == "condition fidelity, A − B (paired, nuclei features)"].iloc[0]
+    assert paired["method"] == "faithful − blind" and paired["ci_low"] > 0.2
+    assert {"KID (nuclei features)", "FID (nuclei features)"} <= set(report["metric"])
+    assert "KID (encoder)" not in set(report["metric"])
+    # the real ceiling's nuclei distances are between two halves of the real test tiles, not a tile set and itself
+    assert v["real (held out)", "nuclei count (Wasserstein)"] > 0
+    with pytest.raises(ValueError, match="leave encoder=None"):
+        rp.tl.evaluate(a, ["faithful"], features="nuclei", encoder=ColourStats())
+    with pytest.raises(ValueError, match="'encoder' or 'nuclei'"):
+        rp.tl.evaluate(a, ["faithful"], features="inception")

@@ -106,3 +106,13 @@ def test_fidelity_difference_is_paired_over_units():
         rp.metrics.fidelity_difference(xr, yr, good, weak, [])
     with pytest.raises(ValueError, match="never occur"):
         rp.metrics.fidelity_difference(xr, yr, good, weak, np.full(150, "c9"))
+
+
+def test_fidelity_chance_is_the_largest_scored_class_share():
+    # the training labels favour "c0", the scored units are mostly "c2": always answering "c2" scores 0.7
+    xr, yr = _labelled(300, 0)
+    yr = np.where(np.arange(300) < 150, "c0", yr)
+    xs, ys = _labelled(100, 1)
+    ys = np.array(["c2"] * 70 + ["c1"] * 20 + ["c0"] * 10)
+    s = rp.metrics.condition_fidelity(xr, yr, xs, ys)
+    assert s.chance == pytest.approx(0.7)

@@ -231,3 +231,18 @@ def test_nuclei_follow_the_deconvolved_cell_mix(her2st_patches, data_root):
     assert r > 0.2 and p < 1e-3
     r, p = rho("small_round_fraction", "T-cells", ~held_out)
     assert r > 0.2 and p < 1e-3
+
+
+def test_nuclei_features_encoder():
+    tiles = np.stack([_draw([]), _draw(_scatter(5, seed=1)), _draw(_scatter(12, seed=2))])
+    enc = rp.metrics.NucleiFeatures(mpp=MPP)
+    x = enc.encode(tiles)
+    ref = nuclei(tiles, mpp=MPP)
+    assert x.shape == (3, len(enc.COLUMNS)) and x.dtype == np.float32
+    np.testing.assert_allclose(x[1:], ref[list(enc.COLUMNS)].to_numpy()[1:], rtol=1e-6)
+    assert (x[0] == 0).all()  # no nuclei: zeros, not NaN (classifiers and KID need finite features)
+    assert x[2, 0] > x[1, 0] > 0  # density
+    assert enc.encode(tiles[:, None]).shape == (3, len(enc.COLUMNS))
+    assert rp.metrics.NucleiFeatures(MPP, columns=["count"]).encode(tiles)[:, 0].tolist() == [0, 5, 12]
+    with pytest.raises(ValueError, match="subset"):
+        rp.metrics.NucleiFeatures(MPP, columns=["nope"])

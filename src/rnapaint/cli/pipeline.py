@@ -280,6 +280,9 @@ def evaluate(
         None,
         help="β-VAE directory: computes --rep from the expression (e.g. the generator's own β-VAE, its vae/ folder).",
     ),
+    features: str = typer.Option(
+        "encoder", help="Image features compared: 'encoder' (a TileEncoder's) or 'nuclei' (nothing trained)."
+    ),
     encoder: Path | None = typer.Option(None, help="Trained TileEncoder directory (default: train one)."),
     encoder_epochs: int = typer.Option(30, help="SimCLR epochs when no --encoder is given."),
     mpp: float | None = typer.Option(None, help="µm per pixel of the tiles (nuclei sizes)."),
@@ -313,6 +316,7 @@ def evaluate(
             label_key=label_key,
             rep=rep,
             split_key=split_key,
+            features=features,
             encoder=enc,
             encoder_kwargs={"epochs": encoder_epochs},
             inception=inception,

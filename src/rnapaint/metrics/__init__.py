@@ -9,12 +9,13 @@ from .faithfulness import (
     retrieval,
 )
 from .knn import knn_accuracy, knn_predict
-from .nuclei import compare_nuclei, nuclei, segment_nuclei
+from .nuclei import NucleiFeatures, compare_nuclei, nuclei, segment_nuclei
 from .realism import RealismScore, fid, kid, realism_by_group, tile_features
 
 __all__ = [
     "FidelityDifference",
     "FidelityScore",
+    "NucleiFeatures",
     "RealismScore",
     "RetrievalScore",
     "compare_nuclei",

@@ -20,6 +20,8 @@ def evaluation(
 ):
     """One panel per metric: a bar per method with its confidence interval and a dashed chance line.
 
+    Panels of paired differences (``"A − B"``) draw a dotted line at 0, no difference, instead.
+
     Parameters
     ----------
     report
@@ -62,7 +64,15 @@ def evaluation(
         ax.barh(y, v, xerr=err, color=colors, capsize=2)
         chance = sub["chance"].to_numpy(float)
         if np.isfinite(chance).any():
-            ax.axvline(np.nanmean(chance), color="k", ls="--", lw=1, label="chance")
+            # a paired difference's reference is "no difference", not a chance level
+            paired = "A − B" in metric
+            ax.axvline(
+                np.nanmean(chance),
+                color="k",
+                ls=":" if paired else "--",
+                lw=1,
+                label="no difference" if paired else "chance",
+            )
         ax.set_yticks(y, methods if ax in axes[:, 0] else [""] * len(methods), fontsize=8)
         ax.invert_yaxis()
         ax.set_title(metric, fontsize=9)

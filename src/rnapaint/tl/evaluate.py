@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -27,6 +27,7 @@ def evaluate(
     split_key: str = "split",
     train: str = "train",
     test: str = "test",
+    features: Literal["encoder", "nuclei"] = "encoder",
     encoder: Any = None,
     encoder_kwargs: dict[str, Any] | None = None,
     baselines: bool = True,
@@ -51,17 +52,25 @@ def evaluate(
         Where the real tiles, the conditions and the split are.
     label_key
         Labels for condition fidelity (cluster, section, tissue); ``None`` skips it.
+    features
+        The image features that KID/FID, fidelity and retrieval compare. ``"encoder"``: a tile encoder's
+        (``encoder``). ``"nuclei"``: each tile's nuclei features
+        (:class:`rnapaint.metrics.NucleiFeatures` — density, size, shape, haematoxylin coverage, small
+        round share), standardised with the real training tiles' mean and spread; nothing is trained,
+        so the result does not move with an encoder's seed. Its metrics are named with
+        ``"(nuclei features)"``.
     encoder
-        A trained :class:`rnapaint.models.TileEncoder`; ``None`` trains one (SimCLR) on the training
-        units' real tiles with ``encoder_kwargs`` (default 30 epochs). Its features drive KID/FID,
-        fidelity and retrieval.
+        With ``features="encoder"``: a trained :class:`rnapaint.models.TileEncoder` (or any object with
+        ``encode(tiles) -> (n, d)``); ``None`` trains one (SimCLR) on the training units' real tiles with
+        ``encoder_kwargs`` (default 30 epochs).
     baselines
         Add ``"real (held out)"`` (the ceiling: real test tiles; realism between two halves of
         them) and ``"nearest neighbour"`` (the real tile of the training unit closest in ``rep``).
     inception
         Also KID/FID with the standard FID Inception (needs ``rnapaint[fid]``; slow on a CPU).
     nuclei
-        Compare nuclei features (count, area, haematoxylin...) with the real test tiles.
+        Compare the distributions of nuclei features (count, area, haematoxylin...) with the real test
+        tiles' (Wasserstein distance; for the real ceiling, between two halves of them).
     mpp
         µm per pixel of the tiles, for nuclei sizes.
     n_boot, seed
@@ -78,11 +87,14 @@ def evaluate(
     Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance`` (and
     ``p_value``, filled for the ``contrasts`` rows only); plot it with :func:`rnapaint.pl.evaluation`.
     """
+    from ..metrics import NucleiFeatures, condition_fidelity, fid, fidelity_difference, kid, retrieval
     from ..metrics import compare_nuclei as _compare_nuclei
-    from ..metrics import condition_fidelity, fid, fidelity_difference, kid, retrieval
-    from ..metrics import nuclei as _nuclei
     from ..models import TileEncoder
 
+    if features not in ("encoder", "nuclei"):
+        raise ValueError(f"features must be 'encoder' or 'nuclei', got {features!r}.")
+    if features == "nuclei" and encoder is not None:
+        raise ValueError("features='nuclei' measures nuclei and trains nothing: leave encoder=None.")
     if tiles_key not in adata.obsm:
         raise ValueError(f"adata.obsm has no {tiles_key!r} (real tiles).")
     missing = [k for k in keys if k not in adata.obsm]
@@ -111,7 +123,7 @@ def evaluate(
     if contrasts and labels is None:
         raise ValueError("contrasts compare condition fidelity: pass label_key.")
 
-    if encoder is None:
+    if features == "encoder" and encoder is None:
         kw = {"epochs": 30, "batch_size": 128, "progress_bar": False, "seed": seed, **(encoder_kwargs or {})}
         logger.info(f"Training a TileEncoder (SimCLR) on {len(tr)} real training tiles for the evaluation.")
         encoder = TileEncoder(stem="large" if real.shape[2] >= 128 else "small").fit(real[tr, 0], **kw)
@@ -131,14 +143,39 @@ def evaluate(
             raise ValueError(f"obsm[{k!r}] has test units without generated tiles (all-black rows).")
         methods[k] = gen
 
-    ref = encoder.encode(real[te, 0])
-    feats = {
-        name: ref if name == "real (held out)" else encoder.encode(t.reshape(-1, *t.shape[2:]))
-        for name, t in methods.items()
-    }
-    train_feats = encoder.encode(real[tr, 0])
-    if nuclei:
-        ref_nuc = _nuclei(real[te, 0], mpp=mpp, progress_bar=False)
+    nucleus_features = NucleiFeatures(mpp)
+    frames: dict[str, pd.DataFrame] = {}  # nuclei per method, measured once for both uses
+
+    def nuclei_frame(name: str) -> pd.DataFrame:
+        if name not in frames:
+            if name == "train":
+                t = real[tr, 0]
+            elif name == "real (held out)":
+                t = real[te, 0]
+            else:
+                t = methods[name].reshape(-1, *real.shape[2:])
+            frames[name] = nucleus_features.frame(t)
+        return frames[name]
+
+    if features == "nuclei":
+        train_feats = nucleus_features.from_frame(nuclei_frame("train"))
+        mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6  # commensurate scales for KID/FID
+
+        def encode(name: str) -> np.ndarray:
+            return (nucleus_features.from_frame(nuclei_frame(name)) - mu) / sd
+
+        train_feats = (train_feats - mu) / sd
+        ref = encode("real (held out)")
+        feats = {name: ref if name == "real (held out)" else encode(name) for name in methods}
+    else:
+        ref = encoder.encode(real[te, 0])
+        feats = {
+            name: ref if name == "real (held out)" else encoder.encode(t.reshape(-1, *t.shape[2:]))
+            for name, t in methods.items()
+        }
+        train_feats = encoder.encode(real[tr, 0])
+    space = "nuclei features" if features == "nuclei" else "encoder"
+    tag = " (nuclei features)" if features == "nuclei" else ""  # the encoder's names stay as they were
     rows: list[dict[str, Any]] = []
 
     def add(method, metric, value, lo=np.nan, hi=np.nan, chance=np.nan):
@@ -161,29 +198,35 @@ def evaluate(
             return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2 :]]
         return reference, f
 
-    for name, t in methods.items():
+    for name in methods:
         f = feats[name]
         a, b = versus(name, f, ref)
         s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
-        add(name, "KID (encoder)", s.value, s.ci_low, s.ci_high)
+        add(name, f"KID ({space})", s.value, s.ci_low, s.ci_high)
         s = fid(a, b, n_boot=n_boot, seed=seed)
-        add(name, "FID (encoder)", s.value, s.ci_low, s.ci_high)
+        add(name, f"FID ({space})", s.value, s.ci_low, s.ci_high)
         if labels is not None:
             # one label per unit: the interval resamples units with all their tiles
             s = condition_fidelity(train_feats, labels[tr], f, labels[te], n_boot=n_boot, seed=seed)
-            add(name, "condition fidelity", s.accuracy, s.ci_low, s.ci_high, s.chance)
-            add(name, "condition fidelity (shuffled labels)", s.shuffled_accuracy, chance=s.chance)
+            add(name, f"condition fidelity{tag}", s.accuracy, s.ci_low, s.ci_high, s.chance)
+            shuffled = f"condition fidelity ({space + ', ' if tag else ''}shuffled labels)"
+            add(name, shuffled, s.shuffled_accuracy, chance=s.chance)
         r = retrieval(z[tr], train_feats, z[te], f, seed=seed)
-        add(name, "retrieval top-1", r.top1, chance=r.chance_top1)
-        add(name, "retrieval top-5", r.top5, chance=r.chance_top5)
+        add(name, f"retrieval top-1{tag}", r.top1, chance=r.chance_top1)
+        add(name, f"retrieval top-5{tag}", r.top5, chance=r.chance_top5)
         if nuclei:
-            nuc = _nuclei(t.reshape(-1, *t.shape[2:]), mpp=mpp, progress_bar=False)
-            cmp = _compare_nuclei(ref_nuc, nuc)
+            ref_nuc = nuclei_frame("real (held out)")
+            if name == "real (held out)":  # the ceiling: two disjoint halves, as for KID/FID
+                h = len(te) // 2
+                cmp = _compare_nuclei(ref_nuc.iloc[halves[:h]], ref_nuc.iloc[halves[h:]])
+            else:
+                cmp = _compare_nuclei(ref_nuc, nuclei_frame(name))
             for _, row in cmp.iterrows():
                 add(name, f"nuclei {row['feature']} (Wasserstein)", row["wasserstein"])
     for a, b in contrasts:
         d = fidelity_difference(train_feats, labels[tr], feats[a], feats[b], labels[te], n_boot=n_boot, seed=seed)
-        add(f"{a} − {b}", "condition fidelity, A − B (paired)", d.difference, d.ci_low, d.ci_high, chance=0.0)
+        metric = f"condition fidelity, A − B (paired{', ' + space if tag else ''})"
+        add(f"{a} − {b}", metric, d.difference, d.ci_low, d.ci_high, chance=0.0)
         rows[-1]["p_value"] = d.p_not_greater
     if inception:
         from ..metrics import tile_features
