@@ -600,6 +600,9 @@ def fidelity(args) -> None:
     report.to_csv(tmp, index=False)
     tmp.replace(out / "fidelity.csv")
     fid = report[report["metric"].str.startswith("condition fidelity")].copy()
+    # one row per metric, the nuclei-feature column beside the encoder seeds'
+    fid["metric"] = fid["metric"].str.replace(" (nuclei features)", "").str.replace(", nuclei features", "")
+    fid["metric"] = fid["metric"].str.replace("(nuclei features, ", "(")
     fid["cell"] = [
         f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "") + (f" p={p:.3f}" if np.isfinite(p) else "")
         for v, lo, hi, p in zip(

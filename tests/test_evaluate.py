@@ -63,7 +63,13 @@ def test_evaluate_contrast_is_paired_difference(toy, tmp_path):
     assert rows.loc["faithful − blind", "ci_low"] > 0 and rows.loc["faithful − blind", "p_value"] < 0.01
     assert rows.loc["blind − faithful", "ci_high"] < 0 and rows.loc["blind − faithful", "p_value"] > 0.99
     assert report.loc[report["metric"] != "condition fidelity, A − B (paired)", "p_value"].isna().all()
-    rp.pl.evaluation(report, save=tmp_path / "eval.png", show=False)
+    fig = rp.pl.evaluation(report, save=tmp_path / "eval.png", show=False)
+    # paired panels are drawn against "no difference" at 0, the others against chance
+    lines = {
+        ax.get_title(): [ln.get_label() for ln in ax.lines if not ln.get_label().startswith("_")] for ax in fig.axes
+    }
+    assert lines["condition fidelity, A − B (paired)"] == ["no difference"]
+    assert lines["condition fidelity"] == ["chance"]
     with pytest.raises(ValueError, match="label_key"):
         rp.tl.evaluate(toy, ["faithful", "blind"], encoder=ColourStats(), contrasts=[("faithful", "blind")])
     for bad in (("faithful", "x"), ("faithful", "faithful")):
@@ -133,8 +139,32 @@ def test_evaluate_in_nuclei_feature_space():
     assert paired["method"] == "faithful − blind" and paired["ci_low"] > 0.2
     assert {"KID (nuclei features)", "FID (nuclei features)"} <= set(report["metric"])
     assert "KID (encoder)" not in set(report["metric"])
-    # the real ceiling's nuclei distances are between two halves of the real test tiles, not a tile set and itself
-    assert v["real (held out)", "nuclei count (Wasserstein)"] > 0
+    # standardised with the real *training* tiles' statistics only
+    enc = rp.metrics.NucleiFeatures(mpp=1.0)
+    tr, te = np.arange(100), np.arange(100, 150)
+    x_tr = enc.encode(a.obsm["tiles"][tr, 0])
+    mu, sd = x_tr.mean(0), x_tr.std(0)
+    sd = np.where(sd > 1e-6, sd, 1.0)
+    ref, gen = (enc.encode(a.obsm["tiles"][te, 0]) - mu) / sd, (enc.encode(a.obsm["faithful"][te, 0]) - mu) / sd
+    assert v["faithful", "KID (nuclei features)"] == pytest.approx(
+        rp.metrics.kid(ref, gen, subset_size=50, n_boot=50, seed=0).value, rel=1e-5
+    )
+    # the real ceiling's nuclei distances are between two halves of the real test tiles (the same halves as
+    # its KID/FID), not between a tile set and itself
+    halves = np.random.default_rng(0).permutation(50)
+    frame = rp.metrics.nuclei(a.obsm["tiles"][te, 0], mpp=1.0)
+    expected = rp.metrics.compare_nuclei(frame.iloc[halves[:25]], frame.iloc[halves[25:]]).set_index("feature")
+    assert v["real (held out)", "nuclei count (Wasserstein)"] == pytest.approx(expected.loc["count", "wasserstein"])
+    assert expected.loc["count", "wasserstein"] > 0
+    # without baselines and nuclei rows, the same fidelity
+    lean = rp.tl.evaluate(
+        a, ["faithful"], label_key="group", features="nuclei", mpp=1.0, n_boot=50, baselines=False, nuclei=False
+    )
+    w = lean.set_index(["method", "metric"])["value"]
+    assert set(lean["method"]) == {"faithful"} and not lean["metric"].str.contains("Wasserstein").any()
+    assert (
+        w["faithful", "condition fidelity (nuclei features)"] == v["faithful", "condition fidelity (nuclei features)"]
+    )
     with pytest.raises(ValueError, match="leave encoder=None"):
         rp.tl.evaluate(a, ["faithful"], features="nuclei", encoder=ColourStats())
     with pytest.raises(ValueError, match="'encoder' or 'nuclei'"):

@@ -298,6 +298,10 @@ def evaluate(
     """Score generated tiles against held-out real ones, with the real and nearest-neighbour baselines."""
     import rnapaint as rp
 
+    if features not in ("encoder", "nuclei"):
+        _fail(f"--features must be 'encoder' or 'nuclei', got {features!r}.")
+    if features == "nuclei" and encoder is not None:
+        _fail("--features nuclei measures nuclei and trains nothing: drop --encoder.")
     pairs = [tuple(k.strip() for k in c.split(",")) for c in contrast]
     if any(len(pr) != 2 for pr in pairs):
         _fail(f"--contrast takes two obsm keys separated by a comma (A,B), got {contrast}.")

@@ -106,8 +106,8 @@ def condition_fidelity(
     -------
     :class:`FidelityScore`: ``accuracy`` with its interval, ``balanced_accuracy``, ``chance`` (the
     share of the most frequent label among the scored units: the best that always giving one answer
-    can score) and ``shuffled_accuracy`` (the same tiles against permuted labels: a control that must
-    sit at or below chance).
+    can score) and ``shuffled_accuracy`` (the same tiles against permuted labels: a control that
+    should sit near or below chance; one permutation can land a little above it).
     """
     from sklearn.metrics import balanced_accuracy_score
 

@@ -57,8 +57,11 @@ def evaluate(
         (``encoder``). ``"nuclei"``: each tile's nuclei features
         (:class:`rnapaint.metrics.NucleiFeatures` — density, size, shape, haematoxylin coverage, small
         round share), standardised with the real training tiles' mean and spread; nothing is trained,
-        so the result does not move with an encoder's seed. Its metrics are named with
-        ``"(nuclei features)"``.
+        so the result does not move with an encoder's seed. Its metrics are named
+        ``"KID (nuclei features)"``, ``"FID (nuclei features)"``, ``"condition fidelity (nuclei
+        features)"``, ``"condition fidelity (nuclei features, shuffled labels)"``, ``"retrieval top-1
+        (nuclei features)"`` (and top-5) and ``"condition fidelity, A − B (paired, nuclei features)"``;
+        the ``nuclei`` rows keep their names.
     encoder
         With ``features="encoder"``: a trained :class:`rnapaint.models.TileEncoder` (or any object with
         ``encode(tiles) -> (n, d)``); ``None`` trains one (SimCLR) on the training units' real tiles with
@@ -76,7 +79,8 @@ def evaluate(
     n_boot, seed
         Bootstrap resamples for the intervals.
     contrasts
-        Pairs ``(a, b)`` of ``keys``: adds the metric ``"condition fidelity, A − B (paired)"`` for
+        Pairs ``(a, b)`` of ``keys``: adds the metric ``"condition fidelity, A − B (paired)"`` (with
+        ``features="nuclei"``: ``"… (paired, nuclei features)"``) for
         method ``"a − b"``, the difference with a bootstrap interval over the test units both
         painted (:func:`rnapaint.metrics.fidelity_difference`), ``chance`` 0 (no difference) and a
         ``p_value`` column: the one-sided bootstrap p-value that A is not more faithful. Needs
@@ -144,28 +148,33 @@ def evaluate(
         methods[k] = gen
 
     nucleus_features = NucleiFeatures(mpp)
-    frames: dict[str, pd.DataFrame] = {}  # nuclei per method, measured once for both uses
+    frames: dict[tuple[str, str], pd.DataFrame] = {}  # nuclei, measured once for both uses
 
-    def nuclei_frame(name: str) -> pd.DataFrame:
-        if name not in frames:
-            if name == "train":
-                t = real[tr, 0]
-            elif name == "real (held out)":
-                t = real[te, 0]
+    def nuclei_frame(name: str, real_split: str | None = None) -> pd.DataFrame:
+        """Nuclei of the real ``"train"``/``"test"`` tiles (``real_split``) or of method ``name``'s tiles."""
+        if name == "real (held out)":  # the baseline holds the real test tiles
+            real_split = "test"
+        key = ("real", real_split) if real_split else ("method", name)
+        if key not in frames:
+            if real_split:
+                t = real[tr if real_split == "train" else te, 0]
             else:
                 t = methods[name].reshape(-1, *real.shape[2:])
-            frames[name] = nucleus_features.frame(t)
-        return frames[name]
+            frames[key] = nucleus_features.frame(t)
+        return frames[key]
 
     if features == "nuclei":
-        train_feats = nucleus_features.from_frame(nuclei_frame("train"))
-        mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6  # commensurate scales for KID/FID
+        train_feats = nucleus_features.from_frame(nuclei_frame("", "train"))
+        # Standardised with the real training tiles only; a feature constant there is left unscaled,
+        # not blown up by a tiny spread.
+        mu, sd = train_feats.mean(0), train_feats.std(0)
+        sd = np.where(sd > 1e-6, sd, 1.0)
 
-        def encode(name: str) -> np.ndarray:
-            return (nucleus_features.from_frame(nuclei_frame(name)) - mu) / sd
+        def encode(name: str, real_split: str | None = None) -> np.ndarray:
+            return (nucleus_features.from_frame(nuclei_frame(name, real_split)) - mu) / sd
 
         train_feats = (train_feats - mu) / sd
-        ref = encode("real (held out)")
+        ref = encode("", "test")
         feats = {name: ref if name == "real (held out)" else encode(name) for name in methods}
     else:
         ref = encoder.encode(real[te, 0])
@@ -215,7 +224,7 @@ def evaluate(
         add(name, f"retrieval top-1{tag}", r.top1, chance=r.chance_top1)
         add(name, f"retrieval top-5{tag}", r.top5, chance=r.chance_top5)
         if nuclei:
-            ref_nuc = nuclei_frame("real (held out)")
+            ref_nuc = nuclei_frame("", "test")
             if name == "real (held out)":  # the ceiling: two disjoint halves, as for KID/FID
                 h = len(te) // 2
                 cmp = _compare_nuclei(ref_nuc.iloc[halves[:h]], ref_nuc.iloc[halves[h:]])
