@@ -10,6 +10,7 @@
 #   benchmarks/gpu.sh tiles OUT       # tiles.py loader only: augmentation on the GPU / none / in workers
 #   benchmarks/gpu.sh rnagan OUT      # HER2ST RNA-GAN, 8 minutes of training, tiles for C5 and C1
 #   benchmarks/gpu.sh gan OUT         # the noise-only GAN, the same 8 minutes
+#   UPSAMPLE=resize benchmarks/gpu.sh rnagan OUT2   # resize-convolution instead of the published transpose
 #   benchmarks/gpu.sh cdm OUT         # RNA-CDM (cascaded diffusion), the same 8 minutes (+ enrich step here first)
 #   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training, full cascade at 256 px
 set -euo pipefail
@@ -34,7 +35,7 @@ case $what in
     ;;
   rnagan|gan)
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
-      --minutes "${MINUTES:-8}" --out "$out"
+      --minutes "${MINUTES:-8}" --upsample "${UPSAMPLE:-transpose}" --out "$out"
     ;;
   cdm)
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method cdm --batch-size 128 \

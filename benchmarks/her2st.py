@@ -26,6 +26,9 @@ Four steps, because the GPU server has no scanpy and only small files come back 
 ``fidelity`` (here)
     Condition fidelity and the paired generator differences again, with tile encoders trained from
     several seeds: is a gap between generators larger than the encoder's own spread?
+``checkerboard`` (here)
+    The checkerboard artifacts of strided upsampling (``rp.metrics.checkerboard``, dB) of real and
+    generated C5 tiles, for one or several runs (e.g. ``--upsample transpose`` against ``resize``).
 
 Usage::
 
@@ -34,6 +37,7 @@ Usage::
     python benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method rnagan --minutes 8 --out $OUT
     python benchmarks/her2st.py evaluate --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --out benchmarks/out/her2st
     python benchmarks/her2st.py fidelity --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --seeds 0 1 2
+    python benchmarks/her2st.py checkerboard --runs DIR_WITH_TRAIN_OUTPUTS [ANOTHER_RUN ...]
 """
 
 from __future__ import annotations
@@ -620,6 +624,44 @@ def fidelity(args) -> None:
     print(f"wrote {out / 'fidelity.csv'}")
 
 
+def checkerboard(args) -> None:
+    """``rp.metrics.checkerboard`` of real C5 / C2–C4 patches and of every generator's C5 tiles in ``--runs``."""
+    import glob
+
+    pairs = np.load(Path(args.dir) / "her2st_pairs.npz", allow_pickle=False)
+    section, has = pairs["section"], pairs["has_image"]
+    sets = {
+        "real C5": pairs["tiles"][(section == "C5") & has],
+        "real C2-C4": pairs["tiles"][np.isin(section, TRAIN_SECTIONS) & has],
+    }
+    for run in args.runs:
+        for method in ("rnagan", "gan", "cdm"):
+            files = sorted(glob.glob(str(Path(run) / f"{method}_c5_*.npz")))
+            if files:
+                sets[f"{method} ({run})"] = np.concatenate([np.load(f)["tiles"] for f in files])
+    results = {}
+    for periods in ((2, 4, 8), tuple(2**i for i in range(1, 6))):
+        for name, t in sets.items():
+            if max(periods) > t.shape[-2] // 4:
+                continue
+            s = rp.metrics.checkerboard(t, periods, n_boot=args.n_boot)
+            results[f"{name}, periods {periods}"] = {
+                "value": s.value,
+                "ci": [s.ci_low, s.ci_high],
+                "per_period": s.per_period,
+                "n_tiles": s.n_tiles,
+            }
+            print(
+                f"{name:40s} periods {periods}: {s.value:6.2f} dB [{s.ci_low:.2f}, {s.ci_high:.2f}] "
+                + " ".join(f"{k}:{v:.1f}" for k, v in s.per_period.items()),
+                flush=True,
+            )
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1))
+        tmp.replace(args.json)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -670,8 +712,14 @@ def main() -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--label", choices=["cluster", "epithelial"], default="epithelial")
     p.add_argument("--nuclei-features", action="store_true", help="also score in nuclei-feature space (no training)")
+    p = sub.add_parser("checkerboard", help="checkerboard artifacts (dB) of real and generated C5 tiles")
+    p.add_argument("--dir", default=".gpu_data")
+    p.add_argument("--runs", nargs="+", required=True, help="folders with the train step's outputs")
+    p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--json", default=None)
     args = ap.parse_args()
-    {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}[args.cmd](args)
+    commands = {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}
+    {**commands, "checkerboard": checkerboard}[args.cmd](args)
 
 
 if __name__ == "__main__":

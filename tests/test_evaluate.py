@@ -42,6 +42,8 @@ def test_evaluate_separates_faithful_from_blind(toy, tmp_path):
     # blind tiles are real tiles too: realism alone cannot tell the two apart, which is the point
     assert abs(v["blind", "KID (encoder)"]) < 0.05
     assert "nuclei density (Wasserstein)" in set(report["metric"])
+    # re-rendered and real tiles have no upsampling grid: no checkerboard beyond the real tiles' own
+    assert abs(v["faithful", "checkerboard (dB)"] - v["real (held out)", "checkerboard (dB)"]) < 1.0
     fig = rp.pl.evaluation(report, save=tmp_path / "eval.png", show=False)
     assert (tmp_path / "eval.png").stat().st_size > 10_000 and len(fig.axes) >= report["metric"].nunique()
 

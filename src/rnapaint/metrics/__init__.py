@@ -1,5 +1,6 @@
 """Metrics: how faithful a representation or a generated sample is."""
 
+from .artifacts import CheckerboardScore, checkerboard
 from .faithfulness import (
     FidelityDifference,
     FidelityScore,
@@ -13,11 +14,13 @@ from .nuclei import NucleiFeatures, compare_nuclei, nuclei, segment_nuclei
 from .realism import RealismScore, fid, kid, realism_by_group, tile_features
 
 __all__ = [
+    "CheckerboardScore",
     "FidelityDifference",
     "FidelityScore",
     "NucleiFeatures",
     "RealismScore",
     "RetrievalScore",
+    "checkerboard",
     "compare_nuclei",
     "condition_fidelity",
     "fid",

@@ -90,8 +90,11 @@ def evaluate(
     -------
     Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance`` (and
     ``p_value``, filled for the ``contrasts`` rows only); plot it with :func:`rnapaint.pl.evaluation`.
+    Every method also gets ``"checkerboard (dB)"`` (:func:`rnapaint.metrics.checkerboard`: spectral peaks
+    of stride-2 upsampling; the real tiles' own value is the reference) when the tiles are at least
+    8 px and divisible by 2.
     """
-    from ..metrics import NucleiFeatures, condition_fidelity, fid, fidelity_difference, kid, retrieval
+    from ..metrics import NucleiFeatures, checkerboard, condition_fidelity, fid, fidelity_difference, kid, retrieval
     from ..metrics import compare_nuclei as _compare_nuclei
     from ..models import TileEncoder
 
@@ -207,6 +210,8 @@ def evaluate(
             return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2 :]]
         return reference, f
 
+    h, w = real.shape[2:4]
+    periods = [p for p in (2, 4, 8) if h % p == 0 and w % p == 0 and p <= min(h, w) // 4]
     for name in methods:
         f = feats[name]
         a, b = versus(name, f, ref)
@@ -214,6 +219,9 @@ def evaluate(
         add(name, f"KID ({space})", s.value, s.ci_low, s.ci_high)
         s = fid(a, b, n_boot=n_boot, seed=seed)
         add(name, f"FID ({space})", s.value, s.ci_low, s.ci_high)
+        if periods:  # an artifact the feature-space scores average away
+            c = checkerboard(methods[name], periods, n_boot=n_boot, seed=seed)
+            add(name, "checkerboard (dB)", c.value, c.ci_low, c.ci_high)
         if labels is not None:
             # one label per unit: the interval resamples units with all their tiles
             s = condition_fidelity(train_feats, labels[tr], f, labels[te], n_boot=n_boot, seed=seed)
