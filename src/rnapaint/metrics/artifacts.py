@@ -84,7 +84,8 @@ def checkerboard(
     power is compared with the median power of the ring of frequencies two bins away (other grid
     frequencies excluded): the prominence in dB. Real tiles score about 0 dB; a generator upsampling by
     stride-2 transposed convolutions scores well above (compare with the real tiles' own score, which
-    resizing or JPEG can move a little).
+    resizing or JPEG can move a little). Below 0 means notches instead of peaks: nearest-neighbour
+    upsampling (resize-convolution) has zeros at those frequencies and leaves them too weak.
 
     Parameters
     ----------
