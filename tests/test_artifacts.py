@@ -35,13 +35,28 @@ def test_checkerboard_sees_a_periodic_pattern_and_not_texture():
     marked = rp.metrics.checkerboard(np.clip(smooth.astype(int) + cb, 0, 255).astype(np.uint8), n_boot=50)
     assert marked.per_period[2] > 10 and abs(marked.per_period[8]) < 1.0
     assert marked.ci_low > s.ci_high
-    # (n, k, H, W, 3) is read as n·k tiles
-    assert rp.metrics.checkerboard(smooth.reshape(24, 2, 64, 64, 3), n_boot=0).value == pytest.approx(s.value)
+    # (n, k, H, W, 3): the value of all n·k tiles, the interval over the n units — two copies of each
+    # tile in a unit add no evidence, the same copies as separate tiles would narrow the interval
+    units = rp.metrics.checkerboard(np.repeat(smooth[:, None], 2, axis=1), n_boot=50)
+    assert units.value == pytest.approx(s.value, abs=1e-5) and units.n_tiles == 96
+    assert (units.ci_low, units.ci_high) == pytest.approx((s.ci_low, s.ci_high), abs=1e-5)
+    flat = rp.metrics.checkerboard(np.repeat(smooth, 2, axis=0), n_boot=50)
+    assert flat.ci_high - flat.ci_low < units.ci_high - units.ci_low
+
+
+def test_checkerboard_ignores_tile_edges():
+    # strong brightness ramps: unwindowed, the jump at the tile's wrap-around edge floods the axis
+    # frequencies (grid frequencies too) with power; the window keeps the score near the texture's
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(-60, 60, 64)
+    ramps = np.stack([ramp[:, None] * rng.uniform(-1, 1) + ramp[None, :] * rng.uniform(-1, 1) for _ in range(48)])
+    tiles = np.clip(_smooth_tiles().astype(float) + ramps[..., None], 0, 255).astype(np.uint8)
+    assert abs(rp.metrics.checkerboard(tiles, n_boot=0).value) < 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_transposed_convolutions_leave_a_checkerboard_that_resize_convolutions_do_not(seed):
-    # untrained DCGAN generators, 48 tiles (measured: transpose 7.8–11.7 dB, resize −0.8 to −0.1 dB, seeds 0–2)
+    # untrained DCGAN generators, 48 tiles (measured: transpose 7.9–11.8 dB, resize −0.8 to −0.1 dB, seeds 0–2)
     t = rp.metrics.checkerboard(_generated("transpose", seed), n_boot=0)
     r = rp.metrics.checkerboard(_generated("resize", seed), n_boot=0)
     assert t.value > 4.0 and r.value < 1.5
@@ -57,3 +72,7 @@ def test_checkerboard_bad_input():
         rp.metrics.checkerboard(tiles, periods=(16,))  # more than a quarter of 32 px
     with pytest.raises(ValueError, match="no tiles"):
         rp.metrics.checkerboard(tiles[:0])
+    with pytest.raises(ValueError, match="whole numbers"):
+        rp.metrics.checkerboard(tiles, periods=(2.5,))
+    with pytest.raises(ValueError, match="fewer than 4 bins apart"):
+        rp.metrics.checkerboard(_smooth_tiles(2, 40), periods=(4, 5))  # peaks at bins 8 and 10 of 40

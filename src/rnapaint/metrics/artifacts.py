@@ -82,7 +82,8 @@ def checkerboard(
     edges do not leak along the axes) and Fourier-transformed; the power spectra are averaged over the
     tiles. At every frequency of a pattern repeating every ``p`` pixels (``p`` in ``periods``), the
     power is compared with the median power of the ring of frequencies two bins away (other grid
-    frequencies excluded): the prominence in dB. Real tiles score about 0 dB; a generator upsampling by
+    frequencies excluded): the prominence in dB. Real tiles score about 0 dB (below 32 px, period 2
+    reads a little negative even for them: compare tiles of the same size); a generator upsampling by
     stride-2 transposed convolutions scores well above (compare with the real tiles' own score, which
     resizing or JPEG can move a little). Below 0 means notches instead of peaks: nearest-neighbour
     upsampling (resize-convolution) has zeros at those frequencies and leaves them too weak.
@@ -93,15 +94,17 @@ def checkerboard(
         uint8 RGB tiles ``(n, H, W, 3)`` or ``(n, k, H, W, 3)``; ``H`` and ``W`` divisible by every period.
     periods
         Periods (px) of the patterns to look for; a DCGAN with ``k`` stride-2 upsamplings can leave
-        2, 4, …, 2^k.
+        2, 4, …, 2^k. They must divide the tile size and one another's frequencies must lie at least 4
+        bins apart (periods that divide one another do).
     n_boot, ci, seed
-        Bootstrap over tiles for the interval.
+        Bootstrap for the interval: over tiles, or over units (with all their tiles) for 5-D input.
 
     Returns
     -------
     :class:`CheckerboardScore`.
     """
     x = np.asarray(tiles)
+    k = x.shape[1] if x.ndim == 5 else 1  # tiles per unit: the bootstrap resamples units
     if x.ndim == 5:
         x = x.reshape(-1, *x.shape[2:])
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
@@ -109,17 +112,29 @@ def checkerboard(
     n, h, w = x.shape[:3]
     if n == 0:
         raise ValueError("tiles holds no tiles.")
+    if not periods or any(isinstance(p, bool) or not float(p).is_integer() for p in periods):
+        raise ValueError(f"periods must be whole numbers of pixels, got {list(periods)}.")
     periods = sorted({int(p) for p in periods})
-    if not periods or min(periods) < 2 or any(h % p or w % p for p in periods) or max(periods) > min(h, w) // 4:
+    if min(periods) < 2 or any(h % p or w % p for p in periods) or max(periods) > min(h, w) // 4:
         raise ValueError(
             f"periods must be ≥ 2, divide the tile size ({h} × {w}) and be at most a quarter of it, got {periods}."
         )
+    for size in (h, w):  # every peak needs its ring clear of the next one's
+        pos = np.unique([a * size // p for p in periods for a in range(p)])
+        if np.diff(np.append(pos, size)).min() < 4:
+            raise ValueError(
+                f"periods {periods} put two of their frequencies fewer than 4 bins apart on a {size}-px side; "
+                "use periods that divide one another (e.g. 2, 4, 8)."
+            )
     if not 0 < ci < 1 or n_boot < 0:
         raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
     lum = x.astype(np.float32).mean(-1)
     lum -= lum.mean((1, 2), keepdims=True)
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    # periodic Hann: its spectrum is exactly zero two bins from a peak, where the ring is measured
+    hann = [0.5 - 0.5 * np.cos(2 * np.pi * np.arange(m) / m) for m in (h, w)]
+    window = np.outer(*hann).astype(np.float32)
     power = np.abs(np.fft.fft2(lum * window)) ** 2 + 1e-12  # (n, H, W); the floor keeps flat tiles finite
+    power = power.reshape(n // k, k, h, w).mean(1)  # one spectrum per unit
     bins = _grid_bins(h, w, periods)
     ring = np.array([(du, dv) for du in range(-2, 3) for dv in range(-2, 3) if max(abs(du), abs(dv)) == 2])
 
@@ -130,6 +145,7 @@ def checkerboard(
 
     value, per_period = score(power)
     rng = np.random.default_rng(seed)
-    boots = [score(power[rng.integers(0, n, n)])[0] for _ in range(n_boot)]
+    units = len(power)
+    boots = [score(power[rng.integers(0, units, units)])[0] for _ in range(n_boot)]
     lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2]) if n_boot else (np.nan, np.nan)
     return CheckerboardScore(float(value), float(lo), float(hi), per_period, n)
