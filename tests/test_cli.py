@@ -236,3 +236,29 @@ def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):
     bad.write_bytes(b"not hdf5")
     res = _run("generate", bad, "--model", tmp_path, "--out", tmp_path / "o.h5ad", code=2)
     assert "cannot read" in res.output
+    # options that would be ignored are refused, and nothing is computed or written
+    res = _run(
+        "generate", toy_h5ad, "--model", tmp_path / "no_model", "--out", tmp_path / "o.zarr", "--key", "k", code=2
+    )
+    assert "drop --key" in res.output
+    res = _run("train", toy_h5ad, "--method", "vae", "--vae", tmp_path, "--out", tmp_path / "m", code=2)
+    assert "drop --vae" in res.output
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "gan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        tmp_path / "m",
+        "--max-epochs",
+        "3",
+        code=2,
+    )
+    assert "--max-epochs is for --method vae" in res.output and not (tmp_path / "m").exists()
+    common = ["evaluate", toy_h5ad, "--generated", "tiles"]
+    res = _run(*common, "--out", tmp_path / "r.csv", "--features", "nuclei", "--encoder-epochs", "2", code=2)
+    assert "--encoder-epochs" in res.output and not (tmp_path / "r.csv").exists()
+    res = _run(*common, "--out", tmp_path / "r.csv", "--figure", tmp_path / "no" / "f.png", code=2)
+    assert "does not exist" in res.output and not (tmp_path / "r.csv").exists()

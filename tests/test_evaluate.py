@@ -79,6 +79,28 @@ def test_evaluate_contrast_is_paired_difference(toy, tmp_path):
             rp.tl.evaluate(toy, ["faithful"], label_key="group", encoder=ColourStats(), contrasts=[bad])
 
 
+def test_evaluate_ceiling_and_generators_are_scored_at_equal_sizes(toy):
+    """FID grows as samples shrink: the ceiling (real test halves A against B) and a generator (real A
+    against its first tile for each unit of B) are scored at the same sizes. KID takes every tile and
+    its interval resamples units: for a generator that re-draws real tiles, four a unit, it covers 0."""
+    rng = np.random.default_rng(1)
+    a = toy.copy()
+    train = np.flatnonzero(a.obs["split"] == "train")
+    a.obsm["redraw"] = a.obsm["tiles"][rng.choice(train, (a.n_obs, 4))][:, :, 0]
+    report = rp.tl.evaluate(a, ["redraw"], encoder=ColourStats(), nuclei=False, n_boot=50)
+    v = report.set_index(["method", "metric"])
+    te = np.flatnonzero(a.obs["split"] == "test")
+    halves = np.random.default_rng(0).permutation(len(te))
+    half_a, half_b = te[np.sort(halves[:40])], te[np.sort(halves[40:])]
+    ref = ColourStats().encode(a.obsm["tiles"][half_a, 0])
+    for method, tiles in (("real (held out)", a.obsm["tiles"]), ("redraw", a.obsm["redraw"])):
+        expected = rp.metrics.fid(ref, ColourStats().encode(tiles[half_b, 0]), n_boot=0).value
+        assert v.loc[(method, "FID (encoder)"), "value"] == pytest.approx(expected, rel=1e-5)
+        assert v.loc[(method, "FID (encoder)"), "ci_low"] >= 0  # FID's interval stays where FID lies
+    kid_row = v.loc[("redraw", "KID (encoder)")]
+    assert kid_row["ci_low"] < 0 < kid_row["ci_high"]
+
+
 def test_evaluate_bad_input(toy):
     with pytest.raises(ValueError, match="no generated tiles"):
         rp.tl.evaluate(toy, ["nope"], encoder=ColourStats())
@@ -87,6 +109,13 @@ def test_evaluate_bad_input(toy):
     bad.obsm["faithful"][-1] = 0
     with pytest.raises(ValueError, match="all-black"):
         rp.tl.evaluate(bad, ["faithful"], encoder=ColourStats())
+    with pytest.raises(ValueError, match="no 'nope' column"):
+        rp.tl.evaluate(toy, ["faithful"], label_key="nope", encoder=ColourStats())
+    unlabelled = toy.copy()
+    unlabelled.obs["group"] = unlabelled.obs["group"].astype(object)
+    unlabelled.obs.iloc[[3, 200], unlabelled.obs.columns.get_loc("group")] = np.nan
+    with pytest.raises(ValueError, match="missing for 2 of the training and test units"):
+        rp.tl.evaluate(unlabelled, ["faithful"], label_key="group", encoder=ColourStats())
     with pytest.raises(ValueError, match="not in the report"):
         rp.pl.evaluation(
             rp.tl.evaluate(toy, ["faithful"], encoder=ColourStats(), nuclei=False, n_boot=0),
@@ -151,13 +180,23 @@ def test_evaluate_in_nuclei_feature_space():
     assert v["faithful", "KID (nuclei features)"] == pytest.approx(
         rp.metrics.kid(ref, gen, subset_size=50, n_boot=50, seed=0).value, rel=1e-5
     )
-    # the real ceiling's nuclei distances are between two halves of the real test tiles (the same halves as
-    # its KID/FID), not between a tile set and itself
+    # The real ceiling compares two halves A and B of the real test tiles. FID and the nuclei distances
+    # grow as samples shrink, so every method is scored at those sizes: real A against its tiles of B.
     halves = np.random.default_rng(0).permutation(50)
+    half_a, half_b = halves[:25], halves[25:]
     frame = rp.metrics.nuclei(a.obsm["tiles"][te, 0], mpp=1.0)
-    expected = rp.metrics.compare_nuclei(frame.iloc[halves[:25]], frame.iloc[halves[25:]]).set_index("feature")
+    expected = rp.metrics.compare_nuclei(frame.iloc[half_a], frame.iloc[half_b]).set_index("feature")
     assert v["real (held out)", "nuclei count (Wasserstein)"] == pytest.approx(expected.loc["count", "wasserstein"])
     assert expected.loc["count", "wasserstein"] > 0
+    faithful = rp.metrics.nuclei(a.obsm["faithful"][te, 0], mpp=1.0)
+    expected = rp.metrics.compare_nuclei(frame.iloc[half_a], faithful.iloc[half_b]).set_index("feature")
+    assert v["faithful", "nuclei count (Wasserstein)"] == pytest.approx(expected.loc["count", "wasserstein"])
+    assert v["faithful", "FID (nuclei features)"] == pytest.approx(
+        rp.metrics.fid(ref[half_a], gen[half_b], n_boot=0).value, rel=1e-5
+    )
+    assert v["real (held out)", "FID (nuclei features)"] == pytest.approx(
+        rp.metrics.fid(ref[half_a], ref[half_b], n_boot=0).value, rel=1e-5
+    )
     # without baselines and nuclei rows, the same fidelity
     lean = rp.tl.evaluate(
         a, ["faithful"], label_key="group", features="nuclei", mpp=1.0, n_boot=50, baselines=False, nuclei=False
@@ -171,3 +210,20 @@ def test_evaluate_in_nuclei_feature_space():
         rp.tl.evaluate(a, ["faithful"], features="nuclei", encoder=ColourStats())
     with pytest.raises(ValueError, match="'encoder' or 'nuclei'"):
         rp.tl.evaluate(a, ["faithful"], features="inception")
+
+
+def test_a_misspelt_split_key_warns_that_test_units_train(toy):
+    """Training falls back to every unit when split_key names no column: a typo must not leak test units
+    into training (and so into a later evaluate) without a word."""
+    import warnings
+
+    small = toy[:48].copy()
+    train = {"max_steps": 1, "batch_size": 8, "num_workers": 0, "progress_bar": False, "model_kwargs": {"width": 8}}
+    with pytest.warns(UserWarning, match="no 'Split' column: training on every unit, test units included"):
+        rp.tl.train_generator(small, small.obsm["tiles"], method="gan", split_key="Split", **train)
+    with pytest.warns(UserWarning, match="no 'Split' column: training on a random 90 %"):
+        rp.tl.vae(small, hidden=(8,), latent_dim=2, max_epochs=1, split_key="Split", progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*column: training on.*")
+        rp.tl.train_generator(small, small.obsm["tiles"], method="gan", split_key=None, **train)
+        rp.tl.train_generator(small, small.obsm["tiles"], method="gan", split_key="split", **train)

@@ -49,6 +49,22 @@ def test_fidelity_with_encoder_and_bad_input():
         rp.metrics.condition_fidelity(tiles, lab, tiles, np.repeat(["dark", "other"], 40), encoder=Mean())
     with pytest.raises(ValueError, match="NaN"):
         rp.metrics.condition_fidelity(np.full((4, 2), np.nan), ["a", "b"] * 2, np.zeros((2, 2)), ["a", "b"])
+    # real tiles (n, k, H, W, 3) take one label per unit, as the docstring says
+    five_d = np.stack([tiles, tiles], 1)
+    s5 = rp.metrics.condition_fidelity(five_d, lab, tiles[::-1], lab[::-1], encoder=Mean())
+    assert s5.n_train == 160 and s5.accuracy == 1.0
+    d5 = rp.metrics.fidelity_difference(five_d, lab, tiles, tiles[::-1], lab, encoder=Mean(), n_boot=10)
+    assert d5.difference == pytest.approx(1.0 - np.mean(lab == lab[::-1]))
+    # missing labels are refused, not scored as a class named "nan"
+    holey = lab.astype(object)
+    holey[5] = None
+    with pytest.raises(ValueError, match="real_labels hold 1 missing"):
+        rp.metrics.condition_fidelity(tiles, holey, tiles, lab, encoder=Mean())
+    with pytest.raises(ValueError, match="synthetic_labels hold 1 missing"):
+        rp.metrics.condition_fidelity(tiles, lab, tiles, [np.nan, *lab[1:]], encoder=Mean())
+    for bad in ({"n_boot": -1}, {"ci": 95}):
+        with pytest.raises(ValueError, match="ci must be in"):
+            rp.metrics.condition_fidelity(tiles, lab, tiles, lab, encoder=Mean(), **bad)
 
 
 def test_retrieval_finds_the_source_only_when_images_carry_it():

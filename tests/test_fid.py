@@ -114,6 +114,39 @@ def test_fid_interval_is_centred_and_kid_interval_covers_zero_for_alike_sets():
     assert shifted.ci_low > f.ci_high  # a shift by one s.d. in 8 dimensions: FID ≈ 8
 
 
+def test_kid_of_units_of_several_tiles_is_unbiased_and_its_interval_resamples_units():
+    """Generated tiles come k per unit and share its condition. A perfect generator (unit centres from
+    the real distribution: true KID 0) must score ≈ 0 with intervals that cover 0. Treating the tiles
+    as independent (``fake_units=None`` on flat features) counts pairs of one unit's tiles: KID is
+    pulled up and its intervals miss 0 often."""
+    n, k, d, reps = 80, 4, 16, 30
+    rng = np.random.default_rng(1)
+    units = np.repeat(np.arange(n), k)
+    miss, values = {"units": 0, "tiles": 0}, {"units": [], "tiles": []}
+    for r in range(reps):
+        real = rng.standard_normal((n, d))
+        gen = np.repeat(rng.standard_normal((n, d)) * 0.95, k, 0) + 0.31 * rng.standard_normal((n * k, d))
+        for how, u in (("units", units), ("tiles", None)):
+            s = kid(real, gen, n_boot=200, seed=r, fake_units=u)
+            miss[how] += not (s.ci_low <= 0 <= s.ci_high)
+            values[how].append(s.value)
+    print(f"\n95 % KID intervals missing the true 0 in {reps} runs: {miss}")
+    assert miss["units"] <= 3 and miss["tiles"] >= 8
+    assert abs(np.mean(values["units"])) < 0.01 < np.mean(values["tiles"])
+    # (n, k, ...) tiles default to n units of k; both ways give the same interval
+    tiles = rng.integers(0, 256, (12, 3, 32, 32, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 18 tiles, 96 features: FID's bias warning
+        a = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20)
+        b = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20, real_units=np.arange(6), fake_units=list("abcdef"))
+        c = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20, real_units=np.arange(18), fake_units=np.arange(18))
+    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
+    assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
+    with pytest.raises(ValueError, match="fake_units has 5 labels"):
+        kid(real, gen[:10], fake_units=np.arange(5))
+    assert fid(real[:40], real[40:], n_boot=50).ci_low >= 0  # FID's interval stays where FID lies
+
+
 # ------------------------------------------------------------------------------------- real HER2ST tiles
 @pytest.fixture(scope="module")
 def her2st_halves(data_root):

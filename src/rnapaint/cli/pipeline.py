@@ -28,7 +28,7 @@ def _clear_errors() -> Iterator[None]:
     """Turn the library's errors about the input into one line on stderr and exit code 2."""
     try:
         yield
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         _fail(f"{type(e).__name__}: {e}")
 
 
@@ -55,12 +55,26 @@ def _read_units(path: Path, tables: bool = False):
 
 def _write_atomic(path: Path, write) -> None:
     """``write(tmp)`` to a hidden file beside ``path`` (same suffix), then move it into place."""
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    _write_all_atomic([(path, write)])
+
+
+def _write_all_atomic(outputs: list[tuple[Path, Any]]) -> None:
+    """Each ``write(tmp)`` to a hidden file beside its path; only when all succeeded, move them into place."""
+    tmps = [(path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}"), path) for path, _ in outputs]
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for (tmp, _), (_, write) in zip(tmps, outputs, strict=True):
+            write(tmp)
+        for tmp, path in tmps:
+            os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _check_output_folder(path: Path, option: str) -> None:
+    """Fail before any work when an output's folder does not exist."""
+    if not path.parent.is_dir():
+        _fail(f"{option} {path}: the folder {path.parent} does not exist.")
 
 
 def _key_values(pairs: list[str] | None, what: str, reserved: dict[str, str] | None = None) -> dict[str, Any]:
@@ -146,7 +160,7 @@ def train(
     split_key: str = typer.Option("split", help="obs column: train on units marked 'train' when it exists."),
     max_steps: int | None = typer.Option(None, help="Training steps (generators; cdm: for each stage)."),
     minutes: float | None = typer.Option(None, help="Training time limit in minutes (generators)."),
-    max_epochs: int = typer.Option(300, help="Epochs (vae)."),
+    max_epochs: int | None = typer.Option(None, help="Epochs (vae; default 300)."),
     batch_size: int | None = typer.Option(None, help="Batch size (default: the model's)."),
     seed: int = typer.Option(0, help="Random seed."),
     model_arg: list[str] | None = typer.Option(
@@ -179,9 +193,17 @@ def train(
     if method == "vae":
         if tiles is not None or max_steps is not None or minutes is not None:
             _fail("--tiles, --max-steps and --minutes are for the generators; a β-VAE takes --max-epochs.")
+        if vae is not None:
+            _fail("--vae gives a generator its trained β-VAE; --method vae trains a new one: drop --vae.")
         with _clear_errors():
             rp.tl.vae(
-                adata, max_epochs=max_epochs, seed=seed, split_key=split_key, save_path=out, **model_kw, **train_kw
+                adata,
+                max_epochs=300 if max_epochs is None else max_epochs,
+                seed=seed,
+                split_key=split_key,
+                save_path=out,
+                **model_kw,
+                **train_kw,
             )
         info = adata.uns["vae"]["train_info"]
         typer.echo(
@@ -189,6 +211,8 @@ def train(
             f"loss {info['best_val_loss']}."
         )
         return
+    if max_epochs is not None:
+        _fail(f"--max-epochs is for --method vae; {method} trains for --max-steps or --minutes.")
     if tiles is None:
         _fail(f"--tiles is required for --method {method}.")
     tiles_arg = _tiles(adata, tiles)
@@ -225,7 +249,7 @@ def generate(
     model: Path = typer.Option(..., help="Trained generator directory (rnagan, gan or cdm)."),
     out: Path = typer.Option(..., help="Output: a .zarr TileStore, or an .h5ad (the input with obsm[--key])."),
     n_per_obs: int = typer.Option(4, help="Tiles per profile."),
-    key: str = typer.Option("X_tiles", help="obsm key when --out is an .h5ad."),
+    key: str | None = typer.Option(None, help="obsm key when --out is an .h5ad (default X_tiles)."),
     seed: int = typer.Option(0, help="Random seed (same seed and inputs: same tiles)."),
     batch_size: int = typer.Option(256, help="Generation batch."),
     sampler: str | None = typer.Option(None, help="cdm: ddpm, ddim or dpm++."),
@@ -242,6 +266,10 @@ def generate(
     as_store = out.suffix.lower() == ".zarr"
     if not as_store and out.suffix.lower() != ".h5ad":
         _fail(f"--out must end in .zarr (TileStore) or .h5ad, got {out.name!r}.")
+    if as_store and key is not None:
+        _fail("--key names the obsm slot of an .h5ad output; a .zarr TileStore has none: drop --key.")
+    key = key or "X_tiles"
+    _check_output_folder(out, "--out")
     with _clear_errors():
         m = rp.models.load_model(model)
     kw: dict[str, Any] = {}
@@ -284,7 +312,9 @@ def evaluate(
         "encoder", help="Image features compared: 'encoder' (a TileEncoder's) or 'nuclei' (nothing trained)."
     ),
     encoder: Path | None = typer.Option(None, help="Trained TileEncoder directory (default: train one)."),
-    encoder_epochs: int = typer.Option(30, help="SimCLR epochs when no --encoder is given."),
+    encoder_epochs: int | None = typer.Option(
+        None, help="SimCLR epochs of the encoder trained when no --encoder is given (default 30)."
+    ),
     mpp: float | None = typer.Option(None, help="µm per pixel of the tiles (nuclei sizes)."),
     inception: bool = typer.Option(False, help="Also KID/FID with the FID Inception (needs rnapaint[fid])."),
     n_boot: int = typer.Option(100, help="Bootstrap resamples."),
@@ -302,6 +332,11 @@ def evaluate(
         _fail(f"--features must be 'encoder' or 'nuclei', got {features!r}.")
     if features == "nuclei" and encoder is not None:
         _fail("--features nuclei measures nuclei and trains nothing: drop --encoder.")
+    if encoder_epochs is not None and (encoder is not None or features == "nuclei"):
+        _fail("--encoder-epochs sets the training of a new encoder: not used with --encoder or --features nuclei.")
+    _check_output_folder(out, "--out")
+    if figure is not None:
+        _check_output_folder(figure, "--figure")
     pairs = [tuple(k.strip() for k in c.split(",")) for c in contrast]
     if any(len(pr) != 2 for pr in pairs):
         _fail(f"--contrast takes two obsm keys separated by a comma (A,B), got {contrast}.")
@@ -322,14 +357,16 @@ def evaluate(
             split_key=split_key,
             features=features,
             encoder=enc,
-            encoder_kwargs={"epochs": encoder_epochs},
+            encoder_kwargs={"epochs": 30 if encoder_epochs is None else encoder_epochs},
             inception=inception,
             mpp=mpp,
             n_boot=n_boot,
             seed=seed,
             contrasts=pairs,
         )
-    if figure is not None:  # the figure first: a failed plot writes no report either
-        _write_atomic(figure, lambda p: rp.pl.evaluation(report, show=False, save=p))
-    _write_atomic(out, lambda p: report.to_csv(p, index=False))
+    outputs = [(out, lambda p: report.to_csv(p, index=False))]
+    if figure is not None:
+        outputs.append((figure, lambda p: rp.pl.evaluation(report, show=False, save=p)))
+    with _clear_errors():  # both written, or neither
+        _write_all_atomic(outputs)
     typer.echo(report.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

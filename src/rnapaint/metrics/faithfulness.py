@@ -33,13 +33,31 @@ def _features(x: Any, encoder: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _labels(labels: Any, name: str) -> np.ndarray:
+    """Labels as strings ``(n,)``; missing ones (NaN, None) are an error, not a class named "nan"."""
+    import pandas as pd
+
+    raw = np.asarray(labels, dtype=object).ravel()
+    missing = pd.isna(raw)
+    if missing.any():
+        raise ValueError(f"{name} hold {int(missing.sum())} missing values (NaN/None): drop those units or label them.")
+    return raw.astype(str)
+
+
+def _check_interval(n_boot: int, ci: float) -> None:
+    if not 0 < ci < 1 or n_boot < 0:
+        raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
+
+
 def _real_classifier(xr: np.ndarray, real_labels: Any, scored_labels: np.ndarray, C: float):
     """Standardised logistic regression on real features, after checking the labels it will be scored on."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    yr = np.asarray(real_labels).astype(str).ravel()
+    yr = _labels(real_labels, "real_labels")
+    if len(yr) != len(xr) and len(yr) and len(xr) % len(yr) == 0:  # (n, k, ...) tiles, one label per unit
+        yr = np.repeat(yr, len(xr) // len(yr))
     if len(yr) != len(xr):
         raise ValueError(f"{len(xr)} real tiles but {len(yr)} real_labels.")
     if len(np.unique(yr)) < 2:
@@ -91,7 +109,8 @@ def condition_fidelity(
     real_tiles
         Training tiles uint8 ``(n, H, W, 3)`` / ``(n, k, H, W, 3)`` (with ``encoder``) or features ``(n, d)``.
     real_labels
-        ``(n,)`` labels (cluster, section, tissue...).
+        ``(n,)`` labels (cluster, section, tissue...), one per tile or, for ``(n, k, H, W, 3)`` tiles,
+        one per ``n``; missing labels are an error.
     synthetic_tiles, synthetic_labels
         Tiles (or features) to score, and the labels of the units they were made from.
     encoder
@@ -111,9 +130,10 @@ def condition_fidelity(
     """
     from sklearn.metrics import balanced_accuracy_score
 
+    _check_interval(n_boot, ci)
     xr = _features(real_tiles, encoder, "real_tiles")
     xs = _features(synthetic_tiles, encoder, "synthetic_tiles")
-    ys = np.asarray(synthetic_labels).astype(str).ravel()
+    ys = _labels(synthetic_labels, "synthetic_labels")
     per_unit = 1
     if len(ys) != len(xs):
         if len(xs) % max(len(ys), 1) == 0 and len(ys):  # several tiles per unit, unit-major as rp.tl.generate
@@ -204,10 +224,9 @@ def fidelity_difference(
     and ``p_not_greater`` — the share of resamples in which A does not beat B (a one-sided bootstrap
     p-value for "A is more faithful").
     """
-    if not 0 < ci < 1 or n_boot < 0:
-        raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
+    _check_interval(n_boot, ci)
     xr = _features(real_tiles, encoder, "real_tiles")
-    yu = np.asarray(unit_labels).astype(str).ravel()
+    yu = _labels(unit_labels, "unit_labels")
     if len(yu) == 0:
         raise ValueError("unit_labels is empty: no units to compare.")
     clf, _ = _real_classifier(xr, real_labels, yu, C)

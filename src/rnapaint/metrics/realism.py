@@ -33,6 +33,7 @@ features on a CPU, which is what makes a bootstrap affordable. KID's point estim
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -312,23 +313,48 @@ def _weighted_kernel_sums(a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb
     return out
 
 
-def _kid_weighted(xr: torch.Tensor, xf: torch.Tensor, wr: torch.Tensor, wf: torch.Tensor) -> torch.Tensor:
+def _kid_weighted(
+    xr: torch.Tensor,
+    xf: torch.Tensor,
+    wr: torch.Tensor,
+    wf: torch.Tensor,
+    ur: np.ndarray | None = None,
+    uf: np.ndarray | None = None,
+) -> torch.Tensor:
     """Unbiased squared MMD for each column of frequency weights ``wr (n_r, c)``, ``wf (n_f, c)``.
 
-    Pairs of copies of the same tile are left out of the within-set means, as the U-statistic leaves
-    out ``i = j``: a bootstrap resample's duplicates would otherwise pull KID up.
+    ``ur``/``uf`` are integer unit codes, one per row (default: each row its own unit); ``w`` is the
+    same for all rows of a unit (:func:`_bootstrap_counts`). The within-set means leave out every
+    pair of rows of one unit — all copies included — as the U-statistic leaves out ``i = j``: tiles
+    painted from one profile are not independent draws from the generator's distribution, and
+    copies made by resampling are not either; either would pull KID up.
     """
 
-    def within(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        diag = (x.square().sum(1) / x.shape[1] + 1.0) ** 3  # k(x_i, x_i)
-        pairs = _weighted_kernel_sums(x, x, w, w) - (w.square() * diag[:, None]).sum(0)
-        return pairs / (w.sum(0).square() - w.square().sum(0))
+    def within(x: torch.Tensor, w: torch.Tensor, units: np.ndarray | None) -> torch.Tensor:
+        units = np.arange(len(x)) if units is None else np.asarray(units, np.int64)
+        u = torch.from_numpy(units)
+        m = int(u.max()) + 1
+        # per unit: the kernel summed over all pairs of its rows (i = j included), its size and count
+        block = torch.zeros(m, dtype=x.dtype)
+        order = np.argsort(units, kind="stable")
+        bounds = np.r_[0, np.flatnonzero(np.diff(units[order])) + 1, len(units)]
+        for a, b in itertools.pairwise(bounds):
+            rows = torch.from_numpy(order[a:b])
+            block[units[order[a]]] = _poly_kernel(x[rows], x[rows]).sum()
+        size = torch.zeros(m, dtype=x.dtype).index_add_(0, u, torch.ones(len(x), dtype=x.dtype))
+        first = torch.from_numpy(order[bounds[:-1]])  # one row of each unit: its count
+        c2 = torch.zeros(m, w.shape[1], dtype=x.dtype)
+        c2[u[first]] = w[first].square()
+        pairs = _weighted_kernel_sums(x, x, w, w) - (c2 * block[:, None]).sum(0)
+        return pairs / (w.sum(0).square() - (c2 * size[:, None].square()).sum(0))
 
     cross = _weighted_kernel_sums(xr, xf, wr, wf) / (wr.sum(0) * wf.sum(0))
-    return within(xr, wr) + within(xf, wf) - 2 * cross
+    return within(xr, wr, ur) + within(xf, wf, uf) - 2 * cross
 
 
 def _percentile_ci(values: np.ndarray, ci: float) -> tuple[float, float]:
+    # A resample of one unit's copies only has no pairs to compare (NaN): left out.
+    values = values[np.isfinite(values)]
     if len(values) == 0:
         return math.nan, math.nan
     lo, hi = np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2])
@@ -350,16 +376,37 @@ def _check_counts(metric: str, n_real: int, n_fake: int) -> None:
         )
 
 
-def _bootstrap_counts(rng: np.random.Generator, n: int, n_boot: int) -> torch.Tensor:
-    """``(n, n_boot)`` float64 counts: how often each tile is drawn in each resample."""
-    idx = rng.integers(0, n, size=(n_boot, n))
-    counts = np.zeros((n, n_boot))
+def _bootstrap_counts(rng: np.random.Generator, units: np.ndarray, n_boot: int) -> torch.Tensor:
+    """``(n, n_boot)`` float64 counts: how often each tile is drawn in each resample.
+
+    ``units`` ``(n,)`` are integer codes ``0 … m−1``: a resample draws ``m`` units with replacement
+    and every tile of a drawn unit comes with it (tiles of one unit share its condition, so they are
+    not independent draws).
+    """
+    m = int(units.max()) + 1
+    idx = rng.integers(0, m, size=(n_boot, m))
+    counts = np.zeros((len(units), n_boot))
     for b in range(n_boot):
-        counts[:, b] = np.bincount(idx[b], minlength=n)
+        counts[:, b] = np.bincount(idx[b], minlength=m)[units]
     return torch.from_numpy(counts)
 
 
-def _fid_from_features(xr: np.ndarray, xf: np.ndarray, n_boot: int, ci: float, seed: int) -> RealismScore:
+def _unit_codes(units: Sequence | np.ndarray | None, x: Any, what: str) -> np.ndarray:
+    """Integer unit codes, one per feature row: given, or ``n`` units of ``k`` tiles for ``(n, k, ...)``
+    tiles, or one unit per tile."""
+    n = len(x) if _is_features(x) else _n_tiles(x)
+    if units is None:
+        k = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 5 else 1
+        return np.repeat(np.arange(n // k), k)
+    u = _groups_of(units, x, what, "units")
+    if pd.isna(u).any():
+        raise ValueError(f"{what}_units holds missing values.")
+    return np.unique(u, return_inverse=True)[1].reshape(-1)
+
+
+def _fid_from_features(
+    xr: np.ndarray, xf: np.ndarray, n_boot: int, ci: float, seed: int, ur: np.ndarray, uf: np.ndarray
+) -> RealismScore:
     _check_ci(n_boot, ci)
     n_r, n_f, d = len(xr), len(xf), xr.shape[1]
     _check_counts("fid", n_r, n_f)
@@ -374,17 +421,27 @@ def _fid_from_features(xr: np.ndarray, xf: np.ndarray, n_boot: int, ci: float, s
     tr, tf = torch.from_numpy(xr), torch.from_numpy(xf)
     value = _fid(tr, tf)
     rng = np.random.default_rng(seed)
-    wr, wf = _bootstrap_counts(rng, n_r, n_boot), _bootstrap_counts(rng, n_f, n_boot)
+    wr, wf = _bootstrap_counts(rng, ur, n_boot), _bootstrap_counts(rng, uf, n_boot)
     boot = np.array([_fid(tr, tf, wr[:, b], wf[:, b]) for b in range(n_boot)])
     # Resamples hold ~63 % distinct tiles, so their FIDs carry about twice the bias of the value: the raw
-    # percentile interval would lie above the value. Shift it by the bootstrap bias to centre it.
+    # percentile interval would lie above the value. Shift it by the bootstrap bias to centre it (and
+    # keep it at ≥ 0, where FID lies).
     bias = float(boot.mean() - value) if n_boot else math.nan
     lo, hi = _percentile_ci(boot - bias, ci) if n_boot else (math.nan, math.nan)
+    lo, hi = max(lo, 0.0), max(hi, 0.0)
     return RealismScore("fid", value, lo, hi, ci, n_r, n_f, n_boot, d, bias=bias)
 
 
 def _kid_from_features(
-    xr: np.ndarray, xf: np.ndarray, subset_size: int, n_subsets: int, n_boot: int, ci: float, seed: int
+    xr: np.ndarray,
+    xf: np.ndarray,
+    subset_size: int,
+    n_subsets: int,
+    n_boot: int,
+    ci: float,
+    seed: int,
+    ur: np.ndarray,
+    uf: np.ndarray,
 ) -> RealismScore:
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -394,19 +451,27 @@ def _kid_from_features(
     if subset_size < 2 or n_subsets < 1:
         raise ValueError(f"subset_size must be ≥ 2 and n_subsets ≥ 1, got {subset_size} and {n_subsets}.")
     tr, tf = torch.from_numpy(xr), torch.from_numpy(xf)
-    with warnings.catch_warnings():
-        # torchmetrics warns that KID keeps all features in memory: here they are in memory already.
-        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
-        metric = KernelInceptionDistance(
-            feature=_Precomputed(d), subsets=n_subsets, subset_size=min(subset_size, n_r, n_f)
-        )
-    metric.update(tr, real=True)
-    metric.update(tf, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # torchmetrics draws its subsets from the global generator
-        mean, std = metric.compute()
+    if max(ur.max() + 1, 1) < n_r or uf.max() + 1 < n_f:
+        # Units of several tiles: torchmetrics' subsets would pair tiles of one profile as if they
+        # were independent draws; the statistic on all tiles leaves those pairs out (no subsets).
+        if min(ur.max(), uf.max()) < 1:
+            raise ValueError("KID with tiles grouped in units needs at least 2 real and 2 generated units.")
+        ones_r, ones_f = torch.ones(n_r, 1, dtype=tr.dtype), torch.ones(n_f, 1, dtype=tf.dtype)
+        mean, std = _kid_weighted(tr, tf, ones_r, ones_f, ur, uf)[0], torch.tensor(math.nan)
+    else:
+        with warnings.catch_warnings():
+            # torchmetrics warns that KID keeps all features in memory: here they are in memory already.
+            warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+            metric = KernelInceptionDistance(
+                feature=_Precomputed(d), subsets=n_subsets, subset_size=min(subset_size, n_r, n_f)
+            )
+        metric.update(tr, real=True)
+        metric.update(tf, real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # torchmetrics draws its subsets from the global generator
+            mean, std = metric.compute()
     rng = np.random.default_rng(seed)
-    boot = _kid_weighted(tr, tf, _bootstrap_counts(rng, n_r, n_boot), _bootstrap_counts(rng, n_f, n_boot))
+    boot = _kid_weighted(tr, tf, _bootstrap_counts(rng, ur, n_boot), _bootstrap_counts(rng, uf, n_boot), ur, uf)
     lo, hi = _percentile_ci(boot.numpy(), ci)
     return RealismScore("kid", float(mean), lo, hi, ci, n_r, n_f, n_boot, d, std=float(std))
 
@@ -423,6 +488,8 @@ def fid(
     seed: int = 0,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    real_units: Sequence | np.ndarray | None = None,
+    fake_units: Sequence | np.ndarray | None = None,
 ) -> RealismScore:
     """Fréchet distance between real and generated tiles in a feature space (FID with Inception).
 
@@ -434,14 +501,20 @@ def fid(
     feature, encoder
         The feature extractor for tiles; see :func:`tile_features`. Unused when both are features.
     n_boot
-        Bootstrap resamples of tiles (real and fake independently) for the interval; 0 skips it. Each
-        costs about one FID computation.
+        Bootstrap resamples of units (real and fake independently; see ``real_units``) for the
+        interval; 0 skips it. Each costs about one FID computation.
     ci
         Confidence level of the percentile interval.
     seed
         Seed of the resampling.
     batch_size, device
         For computing features of tiles.
+    real_units, fake_units
+        The unit (spot, sample) of each tile — one id per tile or, for ``(n, k, H, W, 3)`` tiles, one
+        per ``n`` — so that the interval resamples units with all their tiles: tiles generated from
+        one profile are not independent draws, and resampling them one by one makes the interval too
+        narrow. Default: ``(n, k, ...)`` tiles are ``n`` units of ``k``; otherwise each tile (row) is
+        its own unit.
 
     Returns
     -------
@@ -459,8 +532,9 @@ def fid(
     UserWarning
         When either side has fewer tiles than feature dimensions.
     """
+    ur, uf = _unit_codes(real_units, real, "real"), _unit_codes(fake_units, fake, "fake")
     xr, xf = _both_features(real, fake, feature, encoder, batch_size, device)
-    return _fid_from_features(xr, xf, n_boot, ci, seed)
+    return _fid_from_features(xr, xf, n_boot, ci, seed, ur, uf)
 
 
 def kid(
@@ -476,12 +550,18 @@ def kid(
     seed: int = 0,
     batch_size: int = 64,
     device: str | torch.device | None = None,
+    real_units: Sequence | np.ndarray | None = None,
+    fake_units: Sequence | np.ndarray | None = None,
 ) -> RealismScore:
     """Kernel distance between real and generated tiles (KID with Inception): unbiased at any n.
 
     The value is torchmetrics' ``KernelInceptionDistance``: the unbiased squared MMD with kernel
     ``(xᵀy / d + 1)³``, averaged over ``n_subsets`` random subsets of ``min(subset_size, n_real,
-    n_fake)`` tiles a side (with fewer tiles than ``subset_size`` every subset is all of them). KID is
+    n_fake)`` tiles a side (with fewer tiles than ``subset_size`` every subset is all of them). When
+    units hold several tiles (``(n, k, ...)`` tiles, or ``real_units``/``fake_units``), the value is
+    the MMD² on all tiles with the pairs of tiles of one unit left out of the within-set means
+    (tiles painted from one profile are not independent draws from the generator's distribution;
+    counting their pairs pulls KID up), and ``subset_size``/``n_subsets`` are not used. KID is
     often reported × 1000.
 
     Parameters
@@ -493,36 +573,45 @@ def kid(
     subset_size, n_subsets
         torchmetrics' subsets.
     n_boot
-        Bootstrap resamples for the interval (0 skips it). Each resample's KID is the unbiased MMD² on all
-        resampled tiles, leaving out pairs of copies of one tile, so the percentile interval is centred
-        on the value; it can include negative values, and contains 0 when the sets are alike. It is
-        conservative (in simulations up to 1.6 × the true spread when the sets are alike).
+        Bootstrap resamples of units for the interval (0 skips it; see ``real_units``). Each
+        resample's KID is the unbiased MMD² on all resampled tiles, leaving out pairs of copies of one
+        tile, so the percentile interval is centred on the value; it can include negative values, and
+        contains 0 when the sets are alike. It is conservative (in simulations up to 1.6 × the true
+        spread when the sets are alike).
     ci
         Confidence level of the percentile interval.
     seed
         Seed of the subsets and of the resampling.
     batch_size, device
         For computing features of tiles.
+    real_units, fake_units
+        The unit (spot, sample) of each tile — one id per tile or, for ``(n, k, H, W, 3)`` tiles, one
+        per ``n`` — so that the interval resamples units with all their tiles: tiles generated from
+        one profile are not independent draws, and resampling them one by one makes the interval too
+        narrow. Default: ``(n, k, ...)`` tiles are ``n`` units of ``k``; otherwise each tile (row) is
+        its own unit.
 
     Returns
     -------
-    :class:`RealismScore` with ``metric="kid"`` and ``std`` = the standard deviation over subsets.
+    :class:`RealismScore` with ``metric="kid"`` and ``std`` = the standard deviation over subsets
+    (NaN for units of several tiles).
     """
+    ur, uf = _unit_codes(real_units, real, "real"), _unit_codes(fake_units, fake, "fake")
     xr, xf = _both_features(real, fake, feature, encoder, batch_size, device)
-    return _kid_from_features(xr, xf, subset_size, n_subsets, n_boot, ci, seed)
+    return _kid_from_features(xr, xf, subset_size, n_subsets, n_boot, ci, seed, ur, uf)
 
 
-def _groups_of(groups: Sequence | np.ndarray, x: Any, what: str) -> np.ndarray:
-    """Group labels, one per feature row (``(n, k, ...)`` tiles: one label per ``n``, repeated ``k`` times)."""
+def _groups_of(groups: Sequence | np.ndarray, x: Any, what: str, name: str = "groups") -> np.ndarray:
+    """Labels, one per feature row (``(n, k, ...)`` tiles: one label per ``n``, repeated ``k`` times)."""
     g = np.asarray(groups)
     if g.ndim != 1:
-        raise ValueError(f"{what}_groups must be 1-D, got shape {g.shape}.")
+        raise ValueError(f"{what}_{name} must be 1-D, got shape {g.shape}.")
     n = len(x) if _is_features(x) else _n_tiles(x)
     k = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 5 else 1
     if k > 1 and len(g) * k == n:
         return np.repeat(g, k)
     if len(g) != n:
-        raise ValueError(f"{what}_groups has {len(g)} labels for {n} {what} tiles.")
+        raise ValueError(f"{what}_{name} has {len(g)} labels for {n} {what} tiles.")
     return g
 
 
@@ -582,15 +671,17 @@ def realism_by_group(
             f"groups without real tiles: {missing_real}; without generated tiles: {missing_fake}. Pass groups= "
             "to score only groups that have both."
         )
+    ur, uf = _unit_codes(None, real, "real"), _unit_codes(None, fake, "fake")
     xr, xf = _both_features(real, fake, feature, encoder, batch_size, device)
     rows = []
     for g in wanted:
         a, b = xr[gr == g], xf[gf == g]
+        ua, ub = (np.unique(u[mask], return_inverse=True)[1] for u, mask in ((ur, gr == g), (uf, gf == g)))
         for m in metrics:
             s = (
-                _fid_from_features(a, b, n_boot, ci, seed)
+                _fid_from_features(a, b, n_boot, ci, seed, ua, ub)
                 if m == "fid"
-                else _kid_from_features(a, b, subset_size, n_subsets, n_boot, ci, seed)
+                else _kid_from_features(a, b, subset_size, n_subsets, n_boot, ci, seed, ua, ub)
             )
             rows.append(
                 {

@@ -68,12 +68,14 @@ def evaluate(
         ``encoder_kwargs`` (default 30 epochs).
     baselines
         Add ``"real (held out)"`` (the ceiling: real test tiles; realism between two halves of
-        them) and ``"nearest neighbour"`` (the real tile of the training unit closest in ``rep``).
+        them) and ``"nearest neighbour"`` (the real tile of the training unit closest in ``rep``;
+        the fidelity classifier and retrieval were fitted on those training tiles, so its scores
+        there are optimistic: a baseline that is hard to beat).
     inception
         Also KID/FID with the standard FID Inception (needs ``rnapaint[fid]``; slow on a CPU).
     nuclei
         Compare the distributions of nuclei features (count, area, haematoxylin...) with the real test
-        tiles' (Wasserstein distance; for the real ceiling, between two halves of them).
+        tiles' (Wasserstein distance).
     mpp
         µm per pixel of the tiles, for nuclei sizes.
     n_boot, seed
@@ -90,6 +92,11 @@ def evaluate(
     -------
     Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance`` (and
     ``p_value``, filled for the ``contrasts`` rows only); plot it with :func:`rnapaint.pl.evaluation`.
+    The test units are split into two random halves A and B. FID and the nuclei Wasserstein
+    distances grow as samples shrink, so they compare every method at the ceiling's sizes: the real
+    tiles of A against the method's first tile for each unit of B (the ceiling: the real tiles of B).
+    KID, unbiased at any size, compares all real test tiles with all of a method's tiles (the
+    ceiling: A against B); its interval resamples units with all their tiles.
     Every method also gets ``"checkerboard (dB)"`` (:func:`rnapaint.metrics.checkerboard`: spectral peaks
     of stride-2 upsampling; the real tiles' own value is the reference) when the tiles are at least
     8 px and divisible by 2.
@@ -122,7 +129,17 @@ def evaluate(
     if len(tr) < 10 or len(te) < 10:
         raise ValueError(f"Need at least 10 training and 10 test units with real tiles, got {len(tr)} and {len(te)}.")
     z = np.asarray(adata.obsm[rep], np.float32)
-    labels = adata.obs[label_key].astype(str).to_numpy() if label_key is not None else None
+    labels = None
+    if label_key is not None:
+        if label_key not in adata.obs:
+            raise ValueError(f"adata.obs has no {label_key!r} column (label_key, for condition fidelity).")
+        missing = adata.obs[label_key].isna().to_numpy()[np.r_[tr, te]]
+        if missing.any():
+            raise ValueError(
+                f"obs[{label_key!r}] is missing for {int(missing.sum())} of the training and test units with "
+                "tiles: label them, or leave them out of adata."
+            )
+        labels = adata.obs[label_key].astype(str).to_numpy()
     contrasts = [tuple(c) for c in contrasts]
     bad = [c for c in contrasts if len(c) != 2 or not set(c) <= set(keys) or c[0] == c[1]]
     if bad:
@@ -202,22 +219,30 @@ def evaluate(
             }
         )
 
+    # The ceiling compares two disjoint halves A and B of the real test units. FID and the nuclei
+    # Wasserstein distances grow as samples shrink, so every method is scored at the ceiling's sizes:
+    # real A against its tiles for the units of B, one tile each. KID is unbiased at any size: it
+    # takes all test units and all their tiles (the interval resamples units).
     halves = np.random.default_rng(seed).permutation(len(te))
+    half_a, half_b = np.sort(halves[: len(te) // 2]), np.sort(halves[len(te) // 2 :])
 
-    def versus(name: str, f: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pair realism compares: the real test tiles' two disjoint halves for the ceiling, else real vs f."""
-        if name == "real (held out)":
-            return reference[halves[: len(te) // 2]], reference[halves[len(te) // 2 :]]
-        return reference, f
+    def first_tiles(f: np.ndarray | pd.DataFrame, units: np.ndarray) -> np.ndarray | pd.DataFrame:
+        """Rows of ``f`` (one per tile, unit-major) for the first tile of each of ``units``."""
+        rows = units * (len(f) // len(te))
+        return f.iloc[rows] if isinstance(f, pd.DataFrame) else f[rows]
 
     h, w = real.shape[2:4]
     periods = [p for p in (2, 4, 8) if h % p == 0 and w % p == 0 and p <= min(h, w) // 4]
     for name in methods:
         f = feats[name]
-        a, b = versus(name, f, ref)
-        s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
+        k = len(f) // len(te)
+        if name == "real (held out)":
+            s = kid(ref[half_a], ref[half_b], subset_size=min(len(half_a), 1000), n_boot=n_boot, seed=seed)
+        else:
+            units = np.repeat(np.arange(len(te)), k)
+            s = kid(ref, f, subset_size=min(len(ref), len(f), 1000), n_boot=n_boot, seed=seed, fake_units=units)
         add(name, f"KID ({space})", s.value, s.ci_low, s.ci_high)
-        s = fid(a, b, n_boot=n_boot, seed=seed)
+        s = fid(ref[half_a], first_tiles(f, half_b), n_boot=n_boot, seed=seed)
         add(name, f"FID ({space})", s.value, s.ci_low, s.ci_high)
         if periods:  # an artifact the feature-space scores average away
             c = checkerboard(methods[name], periods, n_boot=n_boot, seed=seed)
@@ -232,12 +257,9 @@ def evaluate(
         add(name, f"retrieval top-1{tag}", r.top1, chance=r.chance_top1)
         add(name, f"retrieval top-5{tag}", r.top5, chance=r.chance_top5)
         if nuclei:
+            # at the ceiling's sizes, as for FID
             ref_nuc = nuclei_frame("", "test")
-            if name == "real (held out)":  # the ceiling: two disjoint halves, as for KID/FID
-                h = len(te) // 2
-                cmp = _compare_nuclei(ref_nuc.iloc[halves[:h]], ref_nuc.iloc[halves[h:]])
-            else:
-                cmp = _compare_nuclei(ref_nuc, nuclei_frame(name))
+            cmp = _compare_nuclei(ref_nuc.iloc[half_a], first_tiles(nuclei_frame(name), half_b))
             for _, row in cmp.iterrows():
                 add(name, f"nuclei {row['feature']} (Wasserstein)", row["wasserstein"])
     for a, b in contrasts:
@@ -250,8 +272,13 @@ def evaluate(
 
         ref_i = tile_features(real[te, 0], "inception")
         for name, t in methods.items():
-            f = ref_i if name == "real (held out)" else tile_features(t[:, 0], "inception")
-            a, b = versus(name, f, ref_i)
-            s = kid(a, b, subset_size=min(len(a), len(b), 1000), n_boot=n_boot, seed=seed)
+            f = ref_i if name == "real (held out)" else tile_features(t, "inception")
+            if name == "real (held out)":
+                s = kid(ref_i[half_a], ref_i[half_b], subset_size=min(len(half_a), 1000), n_boot=n_boot, seed=seed)
+            else:
+                units = np.repeat(np.arange(len(te)), t.shape[1])
+                s = kid(ref_i, f, subset_size=min(len(f), len(te), 1000), n_boot=n_boot, seed=seed, fake_units=units)
             add(name, "KID (Inception)", s.value, s.ci_low, s.ci_high)
+            s = fid(ref_i[half_a], first_tiles(f, half_b), n_boot=n_boot, seed=seed)
+            add(name, "FID (Inception)", s.value, s.ci_low, s.ci_high)
     return pd.DataFrame(rows)

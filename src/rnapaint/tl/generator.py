@@ -44,7 +44,8 @@ def train_generator(
     rep
         obsm key of the condition.
     split_key
-        Train on units whose ``obs[split_key] == 'train'`` when the column exists.
+        Train on units whose ``obs[split_key] == 'train'``. Without that column (a warning says so)
+        every unit trains, test units included; ``None`` asks for that without the warning.
     save_path
         Save the trained model there (under DDP from rank 0 only).
     key_added
@@ -62,7 +63,7 @@ def train_generator(
     """
     from ..models.cascaded_diffusion import CascadedDiffusion
     from ..models.tile_gan import TileGAN
-    from .vae import get_model
+    from .vae import get_model, warn_without_split
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
@@ -72,6 +73,7 @@ def train_generator(
         except ValueError:
             vae = None
     units = None
+    warn_without_split(adata, split_key, "training on every unit, test units included")
     if split_key is not None and split_key in adata.obs:
         units = adata.obs_names[(adata.obs[split_key] == "train").to_numpy()]
     if method == "cdm":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,17 @@ from . import _registry
 
 def _uns_key(key_added: str) -> str:
     return key_added[2:] if key_added.startswith("X_") else key_added
+
+
+def warn_without_split(adata: ad.AnnData, split_key: str | None, consequence: str) -> None:
+    """Warn when ``split_key`` names no obs column: a misspelt key must not train on test units unseen."""
+    if split_key is not None and split_key not in adata.obs:
+        warnings.warn(
+            f"adata.obs has no {split_key!r} column: {consequence}. Run rp.pp.split first, fix split_key, "
+            "or pass split_key=None to mean this.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def vae(
@@ -51,7 +63,9 @@ def vae(
     max_epochs, batch_size, lr, early_stopping_patience, accelerator, seed, progress_bar
         Training settings, see :meth:`rnapaint.models.BetaVAE.train`.
     split_key
-        obs column with ``train``/``val``/``test`` (:func:`rnapaint.pp.split`).
+        obs column with ``train``/``val``/``test`` (:func:`rnapaint.pp.split`). Without that column
+        (a warning says so) a random 10 % of all units is held out for early stopping; ``None``
+        asks for that without the warning.
     save_path
         Also save the model there (safetensors + JSON); its path goes into ``uns``.
     key_added
@@ -71,6 +85,7 @@ def vae(
     if isinstance(model, (str, Path)):
         model = BetaVAE.load(model)
     if model is None:
+        warn_without_split(adata, split_key, "training on a random 90 % of all units, test units included")
         model = BetaVAE(adata, hidden=hidden, latent_dim=latent_dim, beta=beta, split_key=split_key)
         model.train(
             max_epochs=max_epochs,
