@@ -107,3 +107,57 @@ def test_interrupted_swap_is_recovered(tmp_path):
     (tmp_path / ".m.tmp_dead").mkdir()  # a killed writer's temp folder
     save_model_files(tmp_path / "m", w, {"v": 3}, overwrite=True)
     assert not (tmp_path / ".m.tmp_dead").exists()
+
+
+def test_r_write_table_and_gct_headers_are_checked_for_duplicates(tmp_path):
+    # R's write.table writes the header one field short (no name over the row names).
+    r_style = _write(tmp_path / "r.tsv", "S1\tS1\tS2\nG1\t1\t2\t3\nG2\t4\t5\t6\n")
+    with pytest.raises(ValueError, match=r"duplicated sample names in r.tsv \(e.g. S1\)"):
+        rp.io.read_expression_table(r_style)
+    ok = rp.io.read_expression_table(_write(tmp_path / "ok.tsv", "S1\tS2\tS3\nG1\t1\t2\t3\nG2\t4\t5\t6\n"))
+    assert list(ok.obs_names) == ["S1", "S2", "S3"]
+    gct = _write(tmp_path / "d.gct", "#1.2\n2\t2\nName\tDescription\tS1\tS1\nG1\tx\t1\t2\nG2\ty\t3\t4\n")
+    with pytest.raises(ValueError, match=r"duplicated sample names in d.gct \(e.g. S1\)"):
+        rp.io.read_expression_table(gct)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("gene\ts1\ts2\n", "no data rows"),
+        ("gene\ts1\nA\t1e40\n", "beyond float32's range"),
+        ("gene\ts1\ts2\nA\t1\t-5e38\nB\t2\t3\n", "beyond float32's range"),
+    ],
+)
+def test_empty_tables_and_values_beyond_float32_are_refused(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        rp.io.read_expression_table(_write(tmp_path / "t.tsv", text))
+
+
+def test_overwrite_false_after_an_interrupted_swap_keeps_the_old_model(tmp_path):
+    save_model_files(tmp_path / "m", {"w": np.ones(2)}, {"v": "old"})
+    (tmp_path / "m").rename(tmp_path / ".m.old")  # a kill between the two renames of a replacement
+    with pytest.raises(FileExistsError):
+        save_model_files(tmp_path / "m", {"w": np.zeros(2)}, {"v": "new"})
+    assert load_model_files(tmp_path / "m")[1]["v"] == "old"
+
+
+def test_config_that_is_not_a_json_object_is_refused(tmp_path):
+    from rnapaint.models import load_model
+
+    save_model_files(tmp_path / "m", {"w": np.ones(2)}, {"v": 1})
+    (tmp_path / "m" / "config.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"config.json holds a JSON list, not an object"):
+        load_model_files(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"config.json holds a JSON list, not an object"):
+        load_model(tmp_path / "m")
+
+
+def test_load_model_finishes_an_interrupted_swap(tmp_path):
+    from rnapaint.models import load_model
+
+    save_model_files(tmp_path / "m", {"w": np.ones(2)}, {"class": "SomethingElse"})
+    (tmp_path / "m").rename(tmp_path / ".m.old")
+    with pytest.raises(ValueError, match="holds a 'SomethingElse' model"):  # not "config.json is missing"
+        load_model(tmp_path / "m")
+    assert (tmp_path / "m" / "config.json").is_file() and not (tmp_path / ".m.old").exists()

@@ -341,8 +341,8 @@ def test_paired_tiles_pair_each_tile_with_its_unit(tmp_path):
         assert item["image"].shape == (3, 8, 8) and item["image"].max().item() == pytest.approx(10 * i / 255)
     train = rp.data.PairedTiles(tmp_path / "s.zarr", a, units=["u0"])
     assert len(train) == 2 and set(train.obs_rows) == {0}
-    with pytest.raises(ValueError, match="not in adata"):
-        rp.data.PairedTiles(tmp_path / "s.zarr", a[:2].copy())
+    sub = rp.data.PairedTiles(tmp_path / "s.zarr", a[:2].copy())  # u2 is not in adata: its tile is left out
+    assert len(sub) == 3 and [int(sub[i]["tile"]) for i in range(3)] == [1, 2, 3]
 
 
 def test_loader_batches_are_seeded_and_augmented(tmp_path):
@@ -554,3 +554,215 @@ def test_scanpy_draws_the_attached_image(her2st_c):
     axes = sc.pl.spatial(a, library_id="C4", color="total", img_key="hires", show=False)
     images = axes[0].get_images()
     assert len(images) == 1 and images[0].get_array().shape[:2] == a.uns["spatial"]["C4"]["images"]["hires"].shape[:2]
+
+
+# ---------------------------------------------------------------- damaged and reused stores
+def test_truncated_chunk_is_an_error_not_wrong_pixels(tmp_path):
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from rnapaint.io.tile_chunks import TileChunkReader
+
+    rng = np.random.default_rng(5)
+    imgs = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)  # random pixels: Blosc stores them verbatim
+    imgs[2] = 200  # and a compressible tile
+    imgs[2, :16] = 50
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 32)
+    store.append(imgs, pd.DataFrame({"unit": list("abc"), "slide": "s", "x": range(3), "y": 0, "mpp": 1.0}))
+    for i in (1, 2):  # cut 10 % off: Blosc itself decodes the verbatim frame into wrong pixels without a word
+        chunk = tmp_path / "s.zarr" / "images" / "c" / str(i) / "0" / "0" / "0"
+        raw = chunk.read_bytes()
+        chunk.write_bytes(raw[: int(len(raw) * 0.9)])
+    ro = rp.data.TileStore.open(tmp_path / "s.zarr")
+    np.testing.assert_array_equal(ro[0], imgs[0])
+    for i in (1, 2):
+        with pytest.raises(ValueError, match=rf"c/{i}/0/0/0 .*truncated or corrupted.*damaged"):
+            ro[i]
+    # The same layout in another zarr store (here in memory) is read and checked the same way.
+    group = zarr.open_group(zarr.storage.MemoryStore(), mode="w")
+    arr = group.create_array(
+        "images",
+        shape=(3, 32, 32, 3),
+        chunks=(1, 32, 32, 3),
+        dtype="uint8",
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
+    )
+    arr[:] = imgs
+    reader = TileChunkReader(arr)
+    assert reader.direct
+    np.testing.assert_array_equal(reader.read(np.arange(3)), imgs)
+    key = "images/c/1/0/0/0"
+    raw = group.store._store_dict[key]
+    group.store._store_dict[key] = type(raw).from_bytes(raw.to_bytes()[:-300])
+    with pytest.raises(ValueError, match="damaged"):
+        reader.read([1])
+
+
+def test_create_deletes_only_tile_stores_and_recovers_an_unfinished_one(tmp_path):
+    user = tmp_path / "results"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a rnapaint TileStore"):
+        rp.data.TileStore.create(user, 16, overwrite=True)
+    assert (user / "notes.txt").read_text() == "keep me"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(rp.data.TileStore.create(empty, 16)) == 0  # an empty folder is created into
+    s = rp.data.TileStore.create(tmp_path / "s.zarr", 16)
+    s.append(np.ones((1, 16, 16, 3), np.uint8), pd.DataFrame({"unit": ["a"], "slide": "s", "x": 0, "y": 0, "mpp": 1}))
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        rp.data.TileStore.create(tmp_path / "s.zarr", 16)
+    assert len(rp.data.TileStore.create(tmp_path / "s.zarr", 16, overwrite=True)) == 0  # a store is replaced
+    # A run killed after the group was created and before the first commit: no tile, no commit file.
+    (tmp_path / "s.zarr" / "rnapaint_commit.json").unlink()
+    with pytest.raises(ValueError, match="creation was interrupted"):
+        rp.data.TileStore.open(tmp_path / "s.zarr", "a")
+    assert len(rp.data.TileStore.create(tmp_path / "s.zarr", 16)) == 0
+    (tmp_path / "s.zarr" / "rnapaint_commit.json").unlink()
+    a = _units({"u": str(tmp_path / "missing.svs")})
+    rp.pp.tile_slides(a, store=tmp_path / "s.zarr", tile_size=16, progress_bar=False)  # tile_slides resumes it
+    assert rp.data.TileStore.open(tmp_path / "s.zarr").failures["slide"].tolist() == [str(tmp_path / "missing.svs")]
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"tile_size": 0}, "tile_size"),
+        ({"mpp": 0.0}, "mpp must be"),
+        ({"mpp": -1.0}, "mpp must be"),
+        ({"max_background": 5.0}, "max_background"),
+        ({"max_tiles": 0}, "max_tiles"),
+        ({"slide_mpp": 0.0}, "slide_mpp"),
+        ({"slide_mpp": {"x.svs": -0.25}}, "slide_mpp"),
+    ],
+)
+def test_tile_slides_refuses_bad_settings_before_writing(tmp_path, kw, match):
+    a = _units({"u": str(tmp_path / "x.svs")})
+    with pytest.raises(ValueError, match=match):
+        rp.pp.tile_slides(a, store=tmp_path / "t.zarr", progress_bar=False, **kw)
+    assert not (tmp_path / "t.zarr").exists()
+
+
+def test_resume_under_another_spelling_of_the_path_does_not_tile_twice(data_root, tmp_path, monkeypatch):
+    shutil.copy(data_root / CMU, tmp_path / "cmu.svs")
+    store = tmp_path / "t.zarr"
+    monkeypatch.chdir(tmp_path)
+    a = _units({"u1": "cmu.svs"})
+    rp.pp.tile_slides(a, store="t.zarr", max_tiles=5, progress_bar=False)
+    assert not (store / ".staging").exists() and not list(tmp_path.glob(".staging*"))
+    # What a killed run leaves: a half-tiled slide in the store's staging folder; the next run clears it.
+    (store / ".staging" / "s0.zarr").mkdir(parents=True)
+    (store / ".staging" / "s0.zarr" / "junk").write_bytes(b"x" * 100)
+    a.obs["slide"] = [str(tmp_path / "cmu.svs")]  # resumed from elsewhere: the absolute path
+    rp.pp.tile_slides(a, store="t.zarr", max_tiles=5, progress_bar=False)
+    assert not (store / ".staging").exists()
+    (tmp_path / "link.svs").symlink_to(tmp_path / "cmu.svs")
+    a.obs["slide"] = ["link.svs"]
+    rp.pp.tile_slides(a, store="t.zarr", max_tiles=5, progress_bar=False)
+    s = rp.data.TileStore.open(store)
+    assert len(s) == 5 and s.done_slides == {str((tmp_path / "cmu.svs").resolve()): 5}
+    assert a.obs["n_tiles"].tolist() == [5]
+    # A unit whose tiles came from another file (a copy) is not tiled a second time either.
+    shutil.copy(tmp_path / "cmu.svs", tmp_path / "copy.svs")
+    a.obs["slide"] = ["copy.svs"]
+    rp.pp.tile_slides(a, store="t.zarr", max_tiles=5, progress_bar=False)
+    assert len(rp.data.TileStore.open(store)) == 5 and a.obs["n_tiles"].tolist() == [5]
+
+
+def test_whole_slide_formats_without_openslide_ask_for_the_extra(data_root, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from rnapaint.io.slides import SlideError
+
+    monkeypatch.setitem(sys.modules, "openslide", None)  # `import openslide` now raises ImportError
+    with pytest.raises(SlideError, match=r"rnapaint\[wsi\]"):
+        Slide(data_root / CMU)
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "plain.png")
+    with Slide(tmp_path / "plain.png", mpp=0.5) as s:  # plain images keep the PIL path
+        assert s.dimensions == (40, 30) and s._osr is None
+
+
+def test_paired_tiles_take_a_subset_of_the_units(tmp_path):
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    imgs = np.stack([np.full((8, 8, 3), 10 * i, np.uint8) for i in range(6)])
+    store.append(imgs, pd.DataFrame({"unit": list("aabbcc"), "slide": "s", "x": range(6), "y": 0, "mpp": 1.0}))
+    a = ad.AnnData(X=np.arange(6, dtype=np.float32).reshape(3, 2), obs=pd.DataFrame(index=list("abc")))
+    train = a[["a", "b"]].copy()  # e.g. the training split
+    ds = rp.data.PairedTiles(tmp_path / "s.zarr", train, units=["a", "b"])
+    assert len(ds) == 4 and [int(ds[i]["tile"]) for i in range(4)] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(ds[3]["condition"].numpy(), train["b"].X[0])
+    assert len(rp.data.PairedTiles(tmp_path / "s.zarr", train[["b"]].copy())) == 2
+    other = ad.AnnData(X=np.zeros((1, 2), np.float32), obs=pd.DataFrame(index=["z"]))
+    with pytest.raises(ValueError, match="None of the 3 units"):
+        rp.data.PairedTiles(tmp_path / "s.zarr", other)
+
+
+def test_loader_refuses_a_dataset_smaller_than_a_batch_with_drop_last():
+    arr = np.ones((6, 1, 8, 8, 3), np.uint8)
+    ds = rp.data.PairedTiles(arr, ad.AnnData(X=np.zeros((6, 2), np.float32)))
+    with pytest.raises(ValueError, match="fewer than batch_size=64"):
+        rp.data.tile_loader(ds, batch_size=64, num_workers=0)
+    loader = rp.data.tile_loader(ds, batch_size=64, num_workers=0, drop_last=False)
+    assert [len(b["image"]) for b in loader] == [6]
+    assert len(rp.data.tile_loader(ds, batch_size=6, num_workers=0)) == 1
+
+
+def test_her2st_sections_without_an_image_are_flagged(data_root):
+    a = rp.datasets.her2st(data_root, sections=["C1", "C2"], images=True, hires_max=200)
+    assert list(a.uns["spatial"]) == ["C2"]  # C1 has no H&E image
+    rp.pp.spot_tiles(a, size=64, out_size=8, progress_bar=False)
+    c1 = (a.obs["section"] == "C1").to_numpy()
+    assert a.obs["tiles_no_image"].to_numpy().tolist() == c1.tolist()
+    assert a.obs["tiles_outside"][c1].all() and a.uns["tiles"]["no_image"] == ["C1"]
+    assert not a.obsm["tiles"][c1].any() and a.obsm["tiles"][~c1].reshape((~c1).sum(), -1).max(1).min() > 0
+    pairs = rp.data.PairedTiles(a.obsm["tiles"], a)
+    assert len(pairs) == (~c1).sum()
+    rp.pp.spot_tiles(a, size=64, out_size=8, library_key="section", progress_bar=False)
+    assert a.obs["tiles_no_image"][c1].all()
+
+
+def _sdata_with_image_transform(transform):
+    sd = pytest.importorskip("spatialdata")
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    table = ad.AnnData(
+        np.ones((2, 2), np.float32), obs=pd.DataFrame({"region": pd.Categorical(["spots"] * 2), "cell": [0, 1]})
+    )
+    return sd.SpatialData(
+        images={
+            "he": Image2DModel.parse(
+                np.zeros((3, 20, 30), np.uint8), dims=("c", "y", "x"), transformations={"global": transform}
+            )
+        },
+        shapes={
+            "spots": ShapesModel.parse(
+                np.array([[10.0, 20.0], [30.0, 40.0]]),
+                geometry=0,
+                radius=np.full(2, 5.0),
+                index=np.arange(2),
+                transformations={"global": Identity()},
+            )
+        },
+        tables={"table": TableModel.parse(table, region="spots", region_key="region", instance_key="cell")},
+    )
+
+
+def test_from_spatialdata_refuses_image_transforms_that_scalefactors_cannot_hold():
+    pytest.importorskip("spatialdata")
+    from spatialdata.transformations import Affine, Scale, Sequence, Translation
+
+    scale = Scale([2.0, 2.0], axes=("y", "x"))
+    ok = rp.io.from_spatialdata(_sdata_with_image_transform(scale))
+    assert ok.uns["spatial"]["global"]["scalefactors"]["tissue_hires_scalef"] == pytest.approx(0.5)
+    c, s = np.cos(0.3), np.sin(0.3)
+    for transform, match in [
+        (Sequence([scale, Translation([100.0, 50.0], axes=("x", "y"))]), "translation"),
+        (Scale([2.0, 3.0], axes=("y", "x")), "unequal x/y scales"),
+        (
+            Affine(np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]), input_axes=("x", "y"), output_axes=("x", "y")),
+            "rotation",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            rp.io.from_spatialdata(_sdata_with_image_transform(transform))

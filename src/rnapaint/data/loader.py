@@ -61,10 +61,33 @@ def tile_loader(
     worker processes the same augmentations (each worker's torch RNG derives from it); with
     ``num_workers=0`` augmentations follow torch's global seed (``torch.manual_seed``).
 
+    ``drop_last=True`` (the default, so that every training batch is full) needs at least
+    ``batch_size`` items per epoch (``len(sampler)`` when a sampler is given, else
+    ``len(dataset)``); with fewer, the loader would yield no batch at all, so this raises instead:
+    lower ``batch_size`` or pass ``drop_last=False``.
+
     Returns
     -------
     :class:`torch.utils.data.DataLoader`.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size < 1``, or ``drop_last`` is set and an epoch holds fewer than ``batch_size`` items.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    if drop_last:
+        src, what = (sampler, "the sampler draws") if sampler is not None else (dataset, "the dataset holds")
+        try:
+            n = len(src)
+        except TypeError:  # an iterable without a length: nothing to check
+            n = None
+        if n is not None and n < batch_size:
+            raise ValueError(
+                f"{what} {n} items per epoch, fewer than batch_size={batch_size}: with drop_last=True the "
+                "loader would yield no batch. Lower batch_size or pass drop_last=False."
+            )
     if num_workers is None:
         num_workers = max(0, min(16, (os.cpu_count() or 1) - 1))
     gen = torch.Generator().manual_seed(seed)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._logging import logger
 from ..io.tile_store import TileStore
 from .augment import TileAugment
 
@@ -24,10 +25,11 @@ class PairedTiles(Dataset):
     Parameters
     ----------
     tiles
-        A :class:`TileStore` (or its path), whose table's ``unit`` names obs of ``adata``; or an
-        array ``(n_obs, k, H, W, 3)`` uint8 aligned with ``adata`` (e.g. ``adata.obsm['tiles']``
-        from :func:`rnapaint.pp.spot_tiles`); all-black tiles (placeholders for spots without a
-        patch) are skipped.
+        A :class:`TileStore` (or its path), whose table's ``unit`` names obs of ``adata`` (tiles of
+        units that ``adata`` does not hold, e.g. when it is one split, are left out; at least one
+        unit must be in ``adata``); or an array ``(n_obs, k, H, W, 3)`` uint8 aligned with ``adata``
+        (e.g. ``adata.obsm['tiles']`` from :func:`rnapaint.pp.spot_tiles`); all-black tiles
+        (placeholders for spots without a patch) are skipped.
     adata
         Expression units.
     rep
@@ -89,14 +91,22 @@ class PairedTiles(Dataset):
             codes = store.unit_codes()
             unit_names = np.asarray(store.units, dtype=object)
             pos = adata.obs_names.get_indexer(unit_names)
-            if (pos < 0).any():
-                absent = unit_names[pos < 0]
+            absent = unit_names[pos < 0]
+            if len(absent) and len(absent) == len(unit_names):
                 raise ValueError(
-                    f"{len(absent)} units of the tile store are not in adata (e.g. {absent[0]!r}): "
-                    "subset the store with units= or use the AnnData the tiles were cut for."
+                    f"None of the {len(unit_names)} units of the tile store {store.path} is in adata "
+                    f"(e.g. {absent[0]!r}): pass the AnnData (or a subset of it) the tiles were cut for."
                 )
+            if len(absent) and units is None:
+                logger.info(
+                    f"{len(absent)} units of the tile store {store.path} are not in adata (e.g. {absent[0]!r}); "
+                    "their tiles are left out."
+                )
+            # Tiles of units that adata does not hold (a subset, e.g. one split) are dropped.
             obs_rows = pos[codes]
-            self._tile_rows = np.arange(len(store))
+            present = obs_rows >= 0
+            obs_rows = obs_rows[present]
+            self._tile_rows = np.flatnonzero(present)
         sel = keep[obs_rows]
         self._obs_rows = obs_rows[sel].astype(np.int64)
         self._tile_rows = self._tile_rows[sel].astype(np.int64)

@@ -26,9 +26,24 @@ def _read_gct(path: Path) -> pd.DataFrame:
         if not version.startswith("#1."):
             raise ValueError(f"{path} is not a GCT file: its first line is {version[:40]!r}, not '#1.2'.")
         h.handle.readline()
-        df = pd.read_csv(h.handle, sep="\t", index_col=0)
+        header = h.handle.readline().rstrip("\r\n").split("\t")
+        if len(header) < 2:
+            raise ValueError(f"{path} has no GCT header line (Name, Description, samples...).")
+        # pandas would rename a repeated sample ('S1', 'S1.1'): check the header as written.
+        check_unique([c for c in header[1:] if c.lower() != "description"], f"sample names in {path.name}")
+        df = pd.read_csv(h.handle, sep="\t", header=None, names=header, index_col=0)
     df = df.drop(columns=[c for c in df.columns if str(c).lower() == "description"])
     return df
+
+
+def _header_names(path: Path, sep: str, n_columns: int) -> pd.Series:
+    """The column names of a table's header as written (pandas renames repeated ones 'A', 'A.1').
+
+    A header one field shorter than the data rows (R's ``write.table``) names every data column; a
+    full one starts with the index column's name.
+    """
+    raw = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    return raw if len(raw) == n_columns else raw.iloc[1:]
 
 
 def read_expression_table(
@@ -61,8 +76,9 @@ def read_expression_table(
     Raises
     ------
     ValueError
-        If the file is not a table, holds non-numeric or non-finite values, or names a gene or
-        sample twice.
+        If the file is not a table, has no data rows or columns, holds non-numeric or non-finite
+        values or values beyond float32's range, or names a gene or sample twice (in the header as
+        written, also R's ``write.table`` header one field short, and in GCT headers).
     """
     path = Path(path)
     if not path.exists():
@@ -80,13 +96,15 @@ def read_expression_table(
         try:
             df = pd.read_csv(path, sep=sep, index_col=0)
             # pandas silently renames repeated header names ('A', 'A.1'): check the raw header.
-            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0, 1:]
-        except (UnicodeDecodeError, pd.errors.ParserError, OSError) as e:
+            header = _header_names(path, sep, df.shape[1])
+        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
             raise ValueError(f"Could not parse {path} as a table: {e}") from e
         what = "gene names" if orientation == "samples_x_genes" else "sample names"
         check_unique(header.astype(str), f"{what} in {path.name}")
     if df.shape[1] == 0:
         raise ValueError(f"{path} has no data columns: is the separator right (sep={sep!r})?")
+    if df.shape[0] == 0:
+        raise ValueError(f"{path} has a header but no data rows: there is no expression to read.")
     if orientation == "genes_x_samples":
         df = df.T
     df.index = df.index.astype(str)
@@ -99,12 +117,20 @@ def read_expression_table(
             f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); is the orientation right?"
         )
     values = df.to_numpy()
-    if missing == "keep":
-        v = values.astype(np.float64, copy=False)
-        check_finite(np.where(np.isnan(v), 0.0, v), f"{path.name}")
-    else:
-        check_finite(values.astype(np.float64, copy=False), f"{path.name}")
     is_int = np.issubdtype(values.dtype, np.integer)
+    v = values.astype(np.float64, copy=False)
+    if missing == "keep":
+        v = np.where(np.isnan(v), 0.0, v)
+    check_finite(v, f"{path.name}")
+    if not is_int:
+        # Checked before the cast too, so that a NaN/inf in the file is reported as such; a finite
+        # value beyond float32's range would only turn infinite in the cast.
+        big = np.abs(v) > np.finfo(np.float32).max
+        if big.any():
+            raise ValueError(
+                f"{path.name} holds {int(big.sum())} values beyond float32's range (±3.4e38, e.g. "
+                f"{v[big].flat[0]:g}); rnapaint keeps expression as float32: rescale them first."
+            )
     X = values.astype(np.int64 if is_int else np.float32)
     adata = ad.AnnData(X=X, obs=pd.DataFrame(index=df.index), var=pd.DataFrame(index=df.columns))
     adata.uns["rnapaint"] = {"source": {"path": str(path), "orientation": orientation}}

@@ -48,7 +48,8 @@ def save_model_files(
     config
         JSON-serialisable settings; ``format_version`` and ``weights_sha256`` are added.
     overwrite
-        Replace an existing directory.
+        Replace an existing directory. A previous version left aside by an interrupted replacement
+        (``.<name>.old``) is restored first, so it counts as existing.
     children
         Sub-directory name → callable writing a nested model there (e.g. a generator's β-VAE), run
         inside the temporary directory so the whole tree appears at once.
@@ -60,6 +61,9 @@ def save_model_files(
     from safetensors.numpy import save_file
 
     path = Path(path)
+    # A swap interrupted by a kill leaves the previous version at .<name>.old: put it back first, so
+    # that overwrite=False still protects it.
+    _recover(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
     arrays = {}
@@ -71,7 +75,6 @@ def save_model_files(
             arr = np.asarray(v)
         arrays[k] = np.ascontiguousarray(arr)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _recover(path)
     for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer that was killed
         shutil.rmtree(stale, ignore_errors=True)
     # Write everything into a sibling temp dir, then swap it in: a killed writer leaves no half model.
@@ -109,6 +112,26 @@ def _recover(path: Path) -> None:
         os.replace(old, path)
 
 
+def read_config(cfile: str | Path) -> dict[str, Any]:
+    """A model's ``config.json`` as a dict; ``ValueError`` naming the file if it is not a JSON object."""
+    cfile = Path(cfile)
+    try:
+        config = json.loads(cfile.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{cfile} is not valid JSON (truncated or corrupted?): {e}") from e
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{cfile} holds a JSON {type(config).__name__}, not an object: not a rnapaint model config "
+            "(corrupted or overwritten?)."
+        )
+    return config
+
+
+def recover_model_dir(path: str | Path) -> None:
+    """Finish a replacement of a model directory that a kill interrupted (see :func:`save_model_files`)."""
+    _recover(Path(path))
+
+
 def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a model directory written by :func:`save_model_files`.
 
@@ -119,7 +142,7 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     Raises
     ------
     ValueError
-        If a file is missing, the config is not valid JSON, or the weights do not match the
+        If a file is missing, the config is not a JSON object, or the weights do not match the
         checksum recorded when they were saved (truncated or corrupted copy).
     """
     from safetensors import SafetensorError
@@ -131,10 +154,7 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     for f in (wfile, cfile):
         if not f.is_file():
             raise ValueError(f"{path} is not a rnapaint model directory: {f.name} is missing.")
-    try:
-        config = json.loads(cfile.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfile} is not valid JSON (truncated or corrupted?): {e}") from e
+    config = read_config(cfile)
     expected = config.get("weights_sha256")
     if expected is None:
         raise ValueError(f"{cfile} has no weights_sha256: not written by rnapaint.")

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 _PLAIN = {".jpg", ".jpeg", ".png"}
+# Whole-slide formats that only OpenSlide reads sensibly: PIL would decode level 0 whole into memory
+# (several GB for a scan), or cannot read them at all.
+WSI_FORMATS = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 
 
 class SlideError(ValueError):
@@ -25,6 +28,14 @@ class Slide:
         Microns per pixel at level 0; overrides the slide's own value (required for plain images
         and for slides that do not record it).
 
+    Raises
+    ------
+    SlideError
+        If the file is missing or unreadable, or is a whole-slide format (``.svs``, ``.ndpi``,
+        ``.mrxs``, ``.scn``, ``.vms``, ``.vmu``, ``.bif``, ``.svslide``) while OpenSlide is not
+        installed (``pip install 'rnapaint[wsi]'``). Other images (PNG, JPEG, plain TIFF) are read
+        with PIL when OpenSlide cannot open them.
+
     Attributes
     ----------
     dimensions
@@ -41,16 +52,23 @@ class Slide:
             raise SlideError(f"No slide at {self.path}.")
         self._osr = None
         self._img = None
-        if self.path.suffix.lower() not in _PLAIN:
+        suffix = self.path.suffix.lower()
+        if suffix not in _PLAIN:
             try:
                 import openslide
-
-                self._osr = openslide.OpenSlide(str(self.path))
-            except ImportError:
-                self._osr = None
-            except Exception as e:  # OpenSlideError, OpenSlideUnsupportedFormatError
-                if self.path.suffix.lower() in {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"}:
-                    raise SlideError(f"OpenSlide cannot read {self.path}: {e}") from e
+            except ImportError as e:
+                if suffix in WSI_FORMATS:
+                    raise SlideError(
+                        f"{self.path.name} is a whole-slide image ({suffix}) and OpenSlide is not installed: "
+                        "install it with `pip install 'rnapaint[wsi]'` (openslide-python and openslide-bin)."
+                    ) from e
+                openslide = None
+            if openslide is not None:
+                try:
+                    self._osr = openslide.OpenSlide(str(self.path))
+                except Exception as e:  # OpenSlideError, OpenSlideUnsupportedFormatError
+                    if suffix in WSI_FORMATS:
+                        raise SlideError(f"OpenSlide cannot read {self.path}: {e}") from e
         if self._osr is None:
             self._open_plain()
         own = self._own_mpp()

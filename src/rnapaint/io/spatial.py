@@ -15,23 +15,44 @@ import pandas as pd
 
 
 def library_of_each_spot(
-    adata: ad.AnnData, libs: list[str], library_id: str | None = None, library_key: str | None = None
+    adata: ad.AnnData,
+    libs: list[str],
+    library_id: str | None = None,
+    library_key: str | None = None,
+    allow_missing: bool = False,
 ) -> np.ndarray:
     """The ``uns['spatial']`` library of every observation ``(n_obs,)``.
 
-    One library for all (``library_id``, or the only one), else an obs column: ``library_key`` or
-    the first of ``library_id``, ``section``, ``sample``, ``batch`` whose values are library names.
+    One library for all (``library_id``), else an obs column: ``library_key`` or the first of
+    ``library_id``, ``section``, ``sample``, ``batch`` whose values are library names; else the
+    only library, when there is one.
+    With ``allow_missing``, the column may also name libraries that ``uns['spatial']`` lacks (e.g.
+    sections without an image), as long as one of its values is a library; those values are
+    returned as they are, for the caller to handle.
     """
     if library_id is not None:
         if library_id not in libs:
             raise ValueError(f"library_id {library_id!r} is not in adata.uns['spatial'] ({libs}).")
         return np.full(adata.n_obs, library_id, dtype=object)
+    if library_key is not None and library_key not in adata.obs:
+        raise ValueError(f"library_key {library_key!r} is not an obs column.")
+    keys = [library_key] if library_key else ["library_id", "section", "sample", "batch"]
+    keys = [k for k in keys if k in adata.obs]
+    for k in keys:
+        if set(adata.obs[k].astype(str)) <= set(libs):
+            return adata.obs[k].astype(str).to_numpy(object)
+    if allow_missing:  # a column naming the libraries, some of which have no entry (no image)
+        for k in keys:
+            if set(adata.obs[k].astype(str)) & set(libs):
+                return adata.obs[k].astype(str).to_numpy(object)
     if len(libs) == 1 and library_key is None:
         return np.full(adata.n_obs, libs[0], dtype=object)
-    keys = [library_key] if library_key else ["library_id", "section", "sample", "batch"]
-    for k in keys:
-        if k in adata.obs and set(adata.obs[k].astype(str)) <= set(libs):
-            return adata.obs[k].astype(str).to_numpy(object)
+    if library_key is not None:
+        extra = sorted(set(adata.obs[library_key].astype(str)) - set(libs))
+        raise ValueError(
+            f"obs[{library_key!r}] names {len(extra)} libraries that adata.uns['spatial'] does not hold "
+            f"({', '.join(extra[:10])}); uns['spatial'] holds {libs}."
+        )
     raise ValueError(
         f"adata.uns['spatial'] holds {len(libs)} libraries: say which spot belongs to which with "
         "library_key= (an obs column of library ids) or pick one with library_id=."
@@ -113,6 +134,34 @@ def _image_array(element) -> np.ndarray:
     return np.moveaxis(np.asarray(element.values), 0, -1)
 
 
+def _pure_scale(m: np.ndarray, name: str, lib: str) -> float:
+    """The one scale factor of an image → coordinate-system affine ``(3, 3)``; raise for anything else.
+
+    scanpy's ``uns['spatial']`` relates the hires image to spot coordinates by one number
+    (``tissue_hires_scalef``): a translation (a cropped image), a rotation, a flip or different x/y
+    scales cannot be written there, and dropping them would misplace every spot on the image.
+    """
+    sx, sy = float(m[0, 0]), float(m[1, 1])
+    tol = 1e-6 * max(abs(sx), abs(sy), 1.0)
+    problems = []
+    if abs(m[0, 2]) > tol or abs(m[1, 2]) > tol:
+        problems.append(f"a translation ({m[0, 2]:g}, {m[1, 2]:g})")
+    if abs(m[0, 1]) > tol or abs(m[1, 0]) > tol:
+        problems.append("a rotation or shear")
+    if sx <= 0 or sy <= 0:
+        problems.append(f"a flip (scale x {sx:g}, y {sy:g})")
+    elif abs(sx - sy) > 1e-6 * max(sx, sy):
+        problems.append(f"unequal x/y scales ({sx:g}, {sy:g})")
+    if problems:
+        raise ValueError(
+            f"Image {name!r} maps to coordinate system {lib!r} with {' and '.join(problems)}; scanpy's "
+            "uns['spatial'] can only hold an image scaled by one factor to the spot coordinates. Transform the "
+            "image and spots so that the image needs only a scale (e.g. crop the spots with it, or write the "
+            "image back in spot coordinates), then convert."
+        )
+    return sx
+
+
 def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "spatial") -> ad.AnnData:
     """Spots of a :class:`spatialdata.SpatialData` as an AnnData with scanpy's ``uns['spatial']``.
 
@@ -120,6 +169,13 @@ def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "s
     library, whose image (the element of that system) becomes ``uns['spatial'][lib]['images']['hires']``
     with the matching ``tissue_hires_scalef``. Spot centres, in that system's units, go to
     ``obsm[spatial_key]``; ``obs['library_id']`` names each spot's library.
+
+    Raises
+    ------
+    ValueError
+        If the table is missing or annotates no circles, or an image's transformation to its
+        library is more than one scale factor (a translation, rotation, flip or unequal x/y
+        scales), which ``uns['spatial']`` cannot express.
     """
     from spatialdata.transformations import get_transformation
 
@@ -153,7 +209,7 @@ def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "s
         for name, img in sdata.images.items():
             tr = get_transformation(img, get_all=True)
             if lib in tr:
-                s = float(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))[0, 0])
+                s = _pure_scale(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), name, lib)
                 arr = _image_array(img)
                 if arr.dtype != np.uint8:  # spatialdata allows float images, in [0, 1] or [0, 255]
                     top = 1.0 if float(arr.max()) <= 1.0 else 255.0

@@ -5,15 +5,37 @@ it the cost of its asynchronous call path (indexer, event loop, codec pipeline);
 the LZ4 decode take about 0.1 ms. Loader workers read tiles one by one, so that overhead capped a
 worker at a few hundred tiles/s. For the layout :class:`~rnapaint.io.TileStore` writes (a local
 store, chunks of one whole tile, bytes + Blosc codecs, no sharding) :class:`TileChunkReader` opens the
-chunk file and decodes it with numcodecs' Blosc (the same library zarr uses); any other layout goes
-through zarr. zarr offers no synchronous single-chunk read; if it gains one, this module should go.
+chunk file and decodes it with numcodecs' Blosc (the same library zarr uses); the same layout in
+another zarr store (memory, remote) is read chunk by chunk through the store's own ``get``. Any other
+layout goes through zarr. zarr offers no synchronous single-chunk read; if it gains one, this module
+should go.
+
+Blosc's decoder trusts the sizes in a frame's 16-byte header and never sees the buffer's length, so
+a truncated chunk file (a copy cut short, a full disk) can decode "successfully" into wrong pixels.
+Every chunk read here is checked first: the header's compressed size must be the file's length and
+its decoded size the tile's, otherwise the read raises ``ValueError`` (the store is damaged).
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
+
+_BLOSC_HEADER = struct.Struct("<BBBBIII")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
+
+
+def blosc_frame_sizes(raw: bytes) -> tuple[int, int]:
+    """``(nbytes, cbytes)`` of a Blosc-1 frame: its decoded size and the frame length its header declares.
+
+    The same numbers as ``numcodecs.blosc.cbuffer_sizes`` (private in recent numcodecs), read from
+    the documented header layout. Raises ``ValueError`` when ``raw`` is too short to hold a header.
+    """
+    if len(raw) < _BLOSC_HEADER.size:
+        raise ValueError(f"{len(raw)} bytes cannot hold a Blosc header ({_BLOSC_HEADER.size} bytes)")
+    _, _, _, _, nbytes, _, cbytes = _BLOSC_HEADER.unpack_from(raw)
+    return nbytes, cbytes
 
 
 class TileChunkReader:
@@ -27,7 +49,8 @@ class TileChunkReader:
     Attributes
     ----------
     direct
-        Whether chunk files are read directly (else every read goes through zarr).
+        Whether chunks are read and checked here (chunk files of a local store, or the raw chunk
+        bytes of another store); else every read goes through zarr, which checks no frame sizes.
     """
 
     def __init__(self, array):
@@ -46,7 +69,7 @@ class TileChunkReader:
         from zarr.storage import LocalStore
 
         a, md = self.array, self.array.metadata
-        if not isinstance(a.store, LocalStore) or getattr(md, "zarr_format", None) != 3:
+        if getattr(md, "zarr_format", None) != 3:
             return
         if tuple(md.chunk_grid.chunk_shape) != (1, *self.shape) or np.dtype(a.dtype) != np.uint8:
             return
@@ -55,23 +78,51 @@ class TileChunkReader:
             return
         from numcodecs import blosc
 
-        self._root = Path(a.store.root) / a.path
+        if isinstance(a.store, LocalStore):
+            self._root = Path(a.store.root) / a.path
+        else:  # the same layout in a memory or remote store: fetch the raw chunk through the store
+            from zarr.core.buffer import default_buffer_prototype
+            from zarr.core.sync import sync
+
+            self._prefix = f"{a.path}/" if a.path else ""
+            self._store_get = lambda key: sync(a.store.get(key, prototype=default_buffer_prototype()))
         self._key = md.encode_chunk_key
         self._fill = md.fill_value
         self._decompress = blosc.decompress
         self.direct = True
+
+    def _raw(self, i: int) -> tuple[bytes | None, str]:
+        """The stored bytes of tile ``i``'s chunk (``None`` when it was never written) and its name."""
+        key = self._key((int(i), 0, 0, 0))
+        if self._root is not None:
+            path = self._root / key
+            try:
+                return path.read_bytes(), str(path)
+            except FileNotFoundError:
+                return None, str(path)
+        buf = self._store_get(self._prefix + key)
+        return (None if buf is None else buf.to_bytes()), self._prefix + key
 
     def read_into(self, i: int, out: np.ndarray) -> None:
         """Write tile ``i`` (a non-negative row) into ``out`` ``(H, W, 3)`` uint8."""
         if not self.direct:
             out[...] = self.array[int(i)]
             return
-        path = self._root / self._key((int(i), 0, 0, 0))
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:  # zarr does not write chunks that equal the fill value
+        raw, path = self._raw(i)
+        if raw is None:  # zarr does not write chunks that equal the fill value
             out.fill(int(self._fill))
             return
+        # Blosc decodes a frame cut short without complaint (it trusts the header): check the sizes.
+        try:
+            nbytes, cbytes = blosc_frame_sizes(raw)
+        except ValueError as e:
+            raise ValueError(f"Tile chunk {path} cannot be decoded ({e}): the store is damaged.") from e
+        if cbytes != len(raw) or nbytes != out.nbytes:
+            raise ValueError(
+                f"Tile chunk {path} holds {len(raw)} bytes but its Blosc header declares {cbytes} bytes "
+                f"decoding to {nbytes} (a tile is {out.nbytes}): the file is truncated or corrupted, "
+                "the store is damaged."
+            )
         try:
             buf = self._decompress(raw)
         except Exception as e:  # numcodecs raises RuntimeError for a corrupt frame

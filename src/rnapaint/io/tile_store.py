@@ -40,6 +40,41 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _existing_kind(path: Path) -> str:
+    """What an existing path is: ``"store"``, ``"unfinished"`` (created, never committed), ``"empty"``, ``"other"``."""
+    if not path.is_dir() or path.is_symlink():
+        return "other"
+    if (path / COMMIT).is_file():
+        return "store"
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return "empty"
+    # A writer killed between creating the group and writing the first commit leaves the group's
+    # zarr.json, some of the (empty) arrays and maybe a temp commit file; appends need a commit first,
+    # so such a folder holds no tile.
+    ours = {"zarr.json", "images", *_COLUMNS}
+    temp = {n for n in names if n.startswith(f".{COMMIT}.") and n.endswith(".tmp")}
+    if "zarr.json" not in names or not names - temp <= ours:
+        return "other"
+    try:
+        group = json.loads((path / "zarr.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "other"
+    if not isinstance(group, dict) or group.get("node_type") != "group":
+        return "other"
+    for name in names & ours - {"zarr.json"}:
+        try:
+            meta = json.loads((path / name / "zarr.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = None
+        # A folder without metadata may be a half-written array; one with a non-empty shape holds data.
+        if meta is not None and (not isinstance(meta, dict) or (meta.get("shape") or [0])[0] != 0):
+            return "other"
+        if any(p.is_file() and p.name != "zarr.json" for p in (path / name).rglob("*")):
+            return "other"
+    return "unfinished"
+
+
 class TileStore:
     """Tiles ``(n, H, W, 3)`` uint8 with a table (unit, slide, x, y, mpp), stored in zarr.
 
@@ -55,7 +90,13 @@ class TileStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}.")
         if not (self.path / COMMIT).is_file():
-            raise ValueError(f"{self.path} is not a rnapaint TileStore ({COMMIT} is missing).")
+            hint = (
+                " It is a store whose creation was interrupted (it holds no tile): TileStore.create and "
+                "rnapaint.pp.tile_slides create it again."
+                if self.path.is_dir() and _existing_kind(self.path) == "unfinished"
+                else ""
+            )
+            raise ValueError(f"{self.path} is not a rnapaint TileStore ({COMMIT} is missing).{hint}")
         self.mode = mode
         self._group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
         self._load_commit()
@@ -63,15 +104,46 @@ class TileStore:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, path: str | os.PathLike, tile_size: int, overwrite: bool = False) -> TileStore:
-        """Create an empty store for square tiles of ``tile_size`` pixels."""
+        """Create an empty store for square tiles of ``tile_size`` pixels.
+
+        Parameters
+        ----------
+        path
+            Folder of the new store. An empty folder, or one a creation left unfinished (a zarr group
+            of a store's arrays and no commit file, no tile in it: a run killed while creating the
+            store), is created into.
+        tile_size
+            Tile edge in pixels (> 0).
+        overwrite
+            Replace an existing tile store. Only a folder recognisably a TileStore (it holds
+            ``rnapaint_commit.json``) is deleted: any other non-empty folder, or a file, raises.
+
+        Raises
+        ------
+        FileExistsError
+            If ``path`` is a tile store and ``overwrite`` is ``False``, or is anything else that is
+            neither empty nor an unfinished store.
+        """
         import zarr
         from zarr.codecs import BloscCodec
 
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(f"{path} exists; open it with TileStore.open or pass overwrite=True.")
-            shutil.rmtree(path)
+        if int(tile_size) <= 0:
+            raise ValueError(f"tile_size must be a positive number of pixels, got {tile_size}.")
+        if path.exists() or path.is_symlink():
+            kind = _existing_kind(path)
+            if kind == "store":
+                if not overwrite:
+                    raise FileExistsError(f"{path} exists; open it with TileStore.open or pass overwrite=True.")
+                shutil.rmtree(path)
+            elif kind == "unfinished":
+                shutil.rmtree(path)  # only a group and empty arrays: nothing of value
+            elif kind == "other":
+                raise FileExistsError(
+                    f"{path} exists and is not a rnapaint TileStore ({COMMIT} is missing and it holds other "
+                    "files); rnapaint does not delete it, even with overwrite=True. Pick another path."
+                )
+            # "empty": create into it
         g = zarr.open_group(str(path), mode="w")
         g.create_array(
             "images",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -25,17 +24,18 @@ def load_model(path: str | os.PathLike) -> Any:
     Raises
     ------
     ValueError
-        If the directory holds no rnapaint model, or one this function does not know.
+        If the directory holds no rnapaint model (no ``config.json``, or one that is not a JSON
+        object), or one this function does not know. A replacement interrupted by a kill
+        (see :func:`rnapaint.io.save_model_files`) is finished first.
     """
+    from ..io.model_files import read_config, recover_model_dir
     from . import BetaVAE, CascadedDiffusion, TileEncoder, TileGAN
 
+    recover_model_dir(path)  # finish a replacement a kill interrupted, as each class's load does
     cfg = Path(path) / "config.json"
     if not cfg.is_file():
         raise ValueError(f"{path} is not a rnapaint model directory: config.json is missing.")
-    try:
-        kind = json.loads(cfg.read_text()).get("class")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{cfg} is not valid JSON (truncated or corrupted?): {e}") from e
+    kind = read_config(cfg).get("class")
     classes = {
         "BetaVAE": BetaVAE,
         "TileGAN": TileGAN,

@@ -83,7 +83,9 @@ def spot_tiles(
     ``metadata['source_image_path']`` — the full-resolution image, which is then read instead of the
     downscaled one. Spot centres are ``obsm[spatial_key]`` in full-resolution pixels. A spot whose
     patch would leave the image is flagged in ``obs['{key_added}_outside']`` (its row in ``obsm`` is
-    left black and it is not written to a store): nothing is silently padded.
+    left black and it is not written to a store): nothing is silently padded. So are the spots of a
+    library that has no image in ``uns['spatial']`` (e.g. HER2ST sections C1, A1, E1): they are
+    also marked in ``obs['{key_added}_no_image']``, and a warning names those libraries.
 
     Parameters
     ----------
@@ -93,7 +95,10 @@ def spot_tiles(
     size
         Patch edge in full-resolution pixels.
     library_id, library_key
-        Which library's image to use: one for all spots, or an obs column naming each spot's.
+        Which library's image to use: one for all spots, or an obs column naming each spot's
+        (default: the first of ``library_id``, ``section``, ``sample``, ``batch`` that names the
+        libraries). Values of that column without an entry in ``uns['spatial']`` are libraries
+        without an image, see above.
     store
         Write patches to this TileStore (unit = obs name) instead of ``obsm``.
     spatial_key
@@ -125,15 +130,23 @@ def spot_tiles(
     if xy.ndim != 2 or xy.shape[1] < 2 or not np.isfinite(xy[:, :2]).all():
         raise ValueError(f"obsm[{spatial_key!r}] must be finite (n_obs, 2) coordinates.")
     libs = list(adata.uns["spatial"].keys())
-    spot_lib = library_of_each_spot(adata, libs, library_id, library_key)
+    spot_lib = library_of_each_spot(adata, libs, library_id, library_key, allow_missing=True)
+    no_image = ~pd.Series(spot_lib).isin(libs).to_numpy()
+    missing_libs = sorted(pd.unique(spot_lib[no_image]).tolist())
+    if missing_libs:
+        logger.warning(
+            f"{int(no_image.sum())} spots of {len(missing_libs)} libraries without an image in "
+            f"adata.uns['spatial'] ({', '.join(missing_libs)}) get no patch; they are flagged in "
+            f"adata.obs['{key_added}_outside'] and adata.obs['{key_added}_no_image']."
+        )
     x0 = np.floor(xy[:, 0] - size / 2)
     y0 = np.floor(xy[:, 1] - size / 2)
-    outside = np.zeros(adata.n_obs, bool)
+    outside = no_image.copy()
     edge = out_size or size
     patches = None if store is not None else np.zeros((adata.n_obs, 1, edge, edge, 3), np.uint8)
     ts = TileStore.create(store, edge, overwrite=overwrite) if store is not None else None
     sources = {}
-    for lib in tqdm(pd.unique(spot_lib), desc="spot patches", disable=not progress_bar):
+    for lib in tqdm(pd.unique(spot_lib[~no_image]), desc="spot patches", disable=not progress_bar):
         src = _Source(lib, adata.uns["spatial"][lib])
         sources[lib] = src.name
         rows = np.flatnonzero(spot_lib == lib)
@@ -160,6 +173,7 @@ def spot_tiles(
         else:
             patches[inside, 0] = tiles
     adata.obs[f"{key_added}_outside"] = outside
+    adata.obs[f"{key_added}_no_image"] = no_image
     if patches is not None:
         adata.obsm[key_added] = patches
     adata.uns[key_added] = {
@@ -167,11 +181,12 @@ def spot_tiles(
         "out_size": int(edge),
         "sources": sources,
         "n_outside": int(outside.sum()),
+        "no_image": missing_libs,
         "store": str(store) if store is not None else None,
     }
     where = f"store {store}" if store is not None else f"adata.obsm[{key_added!r}]"
     logger.info(
         f"{adata.n_obs - outside.sum()} spot patches of {size}px to {where}; {outside.sum()} spots "
-        f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image)."
+        f"flagged in adata.obs['{key_added}_outside'] (patch leaves the image, or no image)."
     )
     return adata if copy else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import zlib
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -17,7 +16,9 @@ import pandas as pd
 
 from .._logging import logger
 from ..io.slides import Slide, SlideError
-from ..io.tile_store import TileStore
+from ..io.tile_store import COMMIT, TileStore
+
+STAGING = ".staging"  # inside the store: each slide is tiled here, then merged in one commit
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,37 @@ class TilingParams:
     min_contrast: float = 8.0
     seed: int = 0
     thumbnail_size: int = 2048
+
+    def __post_init__(self) -> None:
+        _check_params(self.tile_size, self.mpp, self.max_tiles, self.max_background)
+
+
+def _check_params(tile_size, mpp, max_tiles, max_background) -> None:
+    """Raise a ValueError naming the first tiling setting that cannot work."""
+    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size <= 0:
+        raise ValueError(f"tile_size must be a positive number of pixels, got {tile_size!r}.")
+    if not np.isfinite(mpp) or mpp <= 0:
+        raise ValueError(f"mpp must be a positive number of µm per pixel (0.5 for 20×), got {mpp!r}.")
+    if max_tiles is not None and (
+        isinstance(max_tiles, bool) or not isinstance(max_tiles, (int, np.integer)) or max_tiles < 1
+    ):
+        raise ValueError(f"max_tiles must be an integer ≥ 1, or None for every tile, got {max_tiles!r}.")
+    if not 0.0 <= max_background <= 1.0:
+        raise ValueError(f"max_background is a fraction of a tile and must lie in [0, 1], got {max_background!r}.")
+
+
+def _check_slide_mpp(slide_mpp) -> None:
+    values = slide_mpp.items() if isinstance(slide_mpp, dict) else [("slide_mpp", slide_mpp)]
+    for name, v in values:
+        if v is None:
+            continue
+        try:
+            ok = np.isfinite(float(v)) and float(v) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            where = "slide_mpp" if name == "slide_mpp" else f"slide_mpp[{name!r}]"
+            raise ValueError(f"{where} must be a positive number of µm per pixel at level 0, got {v!r}.")
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
@@ -144,13 +176,20 @@ def read_tile(slide: Slide, x: int, y: int, info: dict[str, Any], tile_size: int
 
 
 def tile_one_slide(
-    path: str, unit: str, staging: str, params: TilingParams, slide_mpp: float | None = None
+    path: str,
+    unit: str,
+    staging: str,
+    params: TilingParams,
+    slide_mpp: float | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Tile one slide into a staging TileStore; never raises (errors come back in the result).
 
     Runs in a worker process (or on a Dask worker): returns a small dict, the tiles stay on disk.
+    ``path`` is opened; ``key`` (default ``path``) names the slide in the store.
     """
-    result: dict[str, Any] = {"slide": path, "unit": unit, "staging": staging, "n": 0, "error": None}
+    key = path if key is None else key
+    result: dict[str, Any] = {"slide": key, "unit": unit, "staging": staging, "n": 0, "error": None}
     try:
         with Slide(path, mpp=slide_mpp) as slide:
             grid, info = plan_tiles(slide, params)
@@ -169,7 +208,7 @@ def tile_one_slide(
                 if bg > params.max_background or float(contrast(tile)) < params.min_contrast:
                     continue
                 batch.append(tile)
-                meta.append((unit, path, int(r.x), int(r.y), params.mpp))
+                meta.append((unit, key, int(r.x), int(r.y), params.mpp))
                 kept += 1
                 if len(batch) == 256:
                     store.append(np.stack(batch), pd.DataFrame(meta, columns=["unit", "slide", "x", "y", "mpp"]))
@@ -231,8 +270,14 @@ def tile_slides(
     drawn with ``seed``. Slides run in parallel processes (``n_jobs``) or on a Dask cluster
     (``client=``; anything with ``submit`` whose futures have ``result``). The run is resumable:
     slides already finished in the store are skipped, and a slide's tiles are committed at once,
-    so a killed run never leaves a half slide. A slide that cannot be read, has no µm/px, or has no
-    tissue is recorded in the store's failure table and the others go on.
+    so a killed run never leaves a half slide. Slides are known by their real path
+    (``os.path.realpath``: a relative and an absolute path, or a symlink, name one slide), which is
+    what the store's table, finished and failure lists record; a unit that already has tiles in the
+    store is never tiled again, even when its slide path changed. Each slide is tiled in
+    ``<store>/.staging`` and merged from there; that folder is cleared when a run starts, so what a
+    killed run left is removed (one run per store at a time). A slide that cannot be read, has no
+    µm/px, or has no tissue is recorded in the store's failure table and the others go on. Settings
+    are checked before anything is written.
 
     Parameters
     ----------
@@ -241,17 +286,19 @@ def tile_slides(
     slide_key
         obs column holding slide paths.
     store
-        TileStore path (created if absent, appended to otherwise).
+        TileStore path (created if absent, empty, or left unfinished by a killed run; appended to
+        when it is a store; any other existing folder raises).
     tile_size, mpp
-        Tile edge in pixels and its resolution in µm/px.
+        Tile edge in pixels (> 0) and its resolution in µm/px (> 0).
     max_tiles, max_background, min_contrast, seed
-        Tile selection, see above.
+        Tile selection, see above: ``max_tiles`` ≥ 1 or ``None`` (every tile), ``max_background`` in
+        [0, 1].
     n_jobs
         Worker processes (1: in this process).
     client
         A ``dask.distributed.Client`` or any ``concurrent.futures.Executor``.
     slide_mpp
-        µm/px at level 0 for slides that do not record it: one number, or slide path/name → value.
+        µm/px at level 0 (> 0) for slides that do not record it: one number, or slide path/name → value.
     progress_bar
         Show a progress bar over slides.
     key_added
@@ -263,24 +310,36 @@ def tile_slides(
     Returns
     -------
     ``None`` or the copy; tiles go to the store.
+
+    Raises
+    ------
+    ValueError
+        For an impossible setting (``tile_size``, ``mpp``, ``max_tiles``, ``max_background``,
+        ``slide_mpp``), a slide shared by several units, or a store tiled with other settings.
+    FileExistsError
+        If ``store`` is an existing folder that is not a tile store.
     """
     from tqdm.auto import tqdm
 
+    # Every setting is checked before anything is written.
+    _check_params(tile_size, mpp, max_tiles, max_background)
+    _check_slide_mpp(slide_mpp)
     if slide_key not in adata.obs:
         raise ValueError(f"obs has no column {slide_key!r} with slide paths.")
+    if not adata.obs_names.is_unique:
+        dup_units = adata.obs_names[adata.obs_names.duplicated()]
+        raise ValueError(f"obs names are the tiles' units and must be unique (e.g. {dup_units[0]!r} repeats).")
     paths = adata.obs[slide_key].astype(str)
-    dup = paths[paths.duplicated()]
+    # One slide under two spellings (relative/absolute, a symlink) is still one slide.
+    keys = pd.Series([os.path.realpath(p) for p in paths], index=paths.index)
+    dup = keys[keys.duplicated()]
     if len(dup):
         raise ValueError(
             f"{len(dup)} slides are shared by several observations (e.g. {dup.iloc[0]}); give each unit its own slide."
         )
     params = TilingParams(tile_size, mpp, max_tiles, max_background, min_contrast, seed)
     store_path = Path(store)
-    ts = (
-        TileStore.open(store_path, "a")
-        if (store_path / "rnapaint_commit.json").is_file()
-        else TileStore.create(store_path, tile_size)
-    )
+    ts = TileStore.open(store_path, "a") if (store_path / COMMIT).is_file() else TileStore.create(store_path, tile_size)
     if ts.tile_size != tile_size:
         raise ValueError(f"{store_path} holds {ts.tile_size}px tiles, not {tile_size}px.")
     # A resumed run must cut tiles the way the first did, or one store would mix resolutions.
@@ -294,16 +353,38 @@ def tile_slides(
         )
     if not recorded:
         ts.attrs["tiling"] = wanted
-    todo = [(u, p) for u, p in zip(adata.obs_names, paths, strict=True) if p not in ts.done_slides]
+    # Finished slides are known by their real path (stores written before kept the path as given).
+    done_keys = {os.path.realpath(k) for k in ts.done_slides}
+    have_tiles = set(ts.units)
+    todo, elsewhere = [], []
+    for u, p, k in zip(adata.obs_names, paths, keys, strict=True):
+        if k in done_keys:
+            continue
+        if u in have_tiles:  # its tiles came from a slide recorded under another path: never tile a unit twice
+            elsewhere.append(u)
+            continue
+        todo.append((u, p, k))
+    if elsewhere:
+        logger.warning(
+            f"{len(elsewhere)} units already have tiles in {store_path} from a slide recorded under another "
+            f"path (e.g. {elsewhere[0]!r}); they are not tiled again. Use another store to tile them anew."
+        )
     logger.info(f"Tiling {len(todo)} slides ({len(paths) - len(todo)} already in {store_path}).")
-    staging_root = Path(tempfile.mkdtemp(prefix=".staging-", dir=store_path.parent))
+    # Staging lives at one fixed place inside the store and is cleared at the start, so what a killed
+    # run left there (one writer per store at a time) never piles up.
+    staging_root = store_path / STAGING
+    shutil.rmtree(staging_root, ignore_errors=True)
+    staging_root.mkdir()
 
-    def mpp_of(p: str) -> float | None:
+    def mpp_of(p: str, k: str) -> float | None:
         if isinstance(slide_mpp, dict):
-            return slide_mpp.get(p, slide_mpp.get(Path(p).name))
+            for name in (p, k, Path(p).name):
+                if name in slide_mpp:
+                    return slide_mpp[name]
+            return None
         return slide_mpp
 
-    jobs = [(p, u, str(staging_root / f"s{i}.zarr"), params, mpp_of(p)) for i, (u, p) in enumerate(todo)]
+    jobs = [(p, u, str(staging_root / f"s{i}.zarr"), params, mpp_of(p, k), k) for i, (u, p, k) in enumerate(todo)]
     own_pool = None
     try:
         if client is None and n_jobs > 1 and len(jobs) > 1:
@@ -325,10 +406,10 @@ def tile_slides(
         if own_pool is not None:
             own_pool.shutdown()
         shutil.rmtree(staging_root, ignore_errors=True)
-    done = ts.done_slides
-    counts = pd.Series({u: done.get(p, 0) for u, p in zip(adata.obs_names, paths, strict=True)})
+    per_unit = np.bincount(ts.unit_codes(), minlength=len(ts.units))
+    count_of = dict(zip(ts.units, per_unit.tolist(), strict=True))
     adata = adata.copy() if copy else adata
-    adata.obs[f"n_{key_added}"] = counts.reindex(adata.obs_names).to_numpy(int)
+    adata.obs[f"n_{key_added}"] = np.array([count_of.get(u, 0) for u in adata.obs_names], dtype=int)
     failures = ts.failures
     adata.uns[key_added] = {"store": str(store_path), "params": asdict(params), "failures": failures.astype(str)}
     logger.info(
