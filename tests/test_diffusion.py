@@ -164,3 +164,112 @@ def test_learned_expression_encoder_resumes_and_checks_genes(toy, tmp_path):
     assert tiles.shape == (3, 4, 8, 8, 3)
     with pytest.raises(ValueError, match="genes"):
         again.generate(small[:3, 5:], steps=2, progress_bar=False)
+
+
+# ---------------------------------------------------------------- tiny models: training mechanics, fast
+TINY = {"channels": [16, 32], "attention": [False, True], "layers_per_block": 1, "n_tokens": 2, "token_dim": 16}
+TINY = {**TINY, "hidden": 16, "head_dim": 8}
+TINY_TRAIN = {"batch_size": 8, "num_workers": 0, "progress_bar": False, "accelerator": "cpu", "warmup_steps": 1}
+
+
+def _tiny(tile_size=8, n=24):
+    """A one-stage (8 px) or two-stage (16 px) cascade on a few toy units with a random 4-d condition."""
+    a = rp.datasets.toy(n=n, tile_size=16, tiles_per_obs=1, seed=0)
+    a.obsm["X_vae"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)
+    tiles = a.obsm["tiles"] if tile_size == 16 else a.obsm["tiles"][:, :, ::2, ::2].copy()
+    return a, CascadedDiffusion(a, tiles, base_size=8, base=TINY, sr={**TINY, "attention": [False, False]})
+
+
+def test_checkpoint_holds_the_ema_of_its_step_and_a_resume_draws_new_noise(tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    import torch
+    from safetensors.numpy import load_file
+
+    from rnapaint.models._diffusion_training import DiffusionTrainingPlan
+
+    step_fn, first_rng = DiffusionTrainingPlan.training_step, []
+
+    def record(self, batch, batch_idx):  # the global stream at each run's first step
+        if self.step == self.train_start:
+            first_rng.append(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest())
+        return step_fn(self, batch, batch_idx)
+
+    monkeypatch.setattr(DiffusionTrainingPlan, "training_step", record)
+    monkeypatch.setattr(DiffusionTrainingPlan, "train_start", 0, raising=False)
+    kw = {**TINY_TRAIN, "ema_decay": 0.5, "checkpoint_every": 3}
+    m = _tiny()[1]
+    m.train(max_steps=3, checkpoint_dir=tmp_path / "full", **kw)  # uninterrupted to step 3
+    full = load_file(tmp_path / "full" / "base" / "model.safetensors")
+
+    def killed(self, batch, batch_idx):  # a run killed during step 4, after the checkpoint of step 3
+        if self.step == 3:
+            raise RuntimeError("killed")
+        return record(self, batch, batch_idx)
+
+    monkeypatch.setattr(DiffusionTrainingPlan, "training_step", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        _tiny()[1].train(max_steps=10, checkpoint_dir=tmp_path / "ck", **kw)
+    meta = json.loads((tmp_path / "ck" / "base" / "config.json").read_text())
+    assert (meta["step"], meta["ema_step"]) == (3, 3)  # the EMA of step 3, not of step 2
+    cut = load_file(tmp_path / "ck" / "base" / "model.safetensors")
+    for k in (k for k in full if k.startswith("ema.")):
+        np.testing.assert_array_equal(cut[k], full[k], err_msg=k)
+    # Resumed to step 5: five EMA updates, none lost; and new draws, not a replay of step 1's.
+    monkeypatch.setattr(DiffusionTrainingPlan, "training_step", record)
+    monkeypatch.setattr(DiffusionTrainingPlan, "train_start", 3, raising=False)
+    m = _tiny()[1]
+    m.train(max_steps=5, checkpoint_dir=tmp_path / "ck", **kw)
+    meta = json.loads((tmp_path / "ck" / "base" / "config.json").read_text())
+    assert m.train_info["base"]["resumed_from"] == 3 and (meta["step"], meta["ema_step"]) == (5, 5)
+    assert len(first_rng) == 3 and first_rng[0] == first_rng[1] != first_rng[2]
+
+
+def test_every_sampler_starts_from_pure_noise_and_sr_noise_level_is_checked():
+    import torch
+
+    a, m = _tiny(tile_size=16, n=12)
+    assert m.stages == ("base", "sr")
+    for sampler in ("ddpm", "ddim", "dpm++"):
+        for steps in (3, 25):
+            sched = m.noise_scheduler(sampler)
+            sched.set_timesteps(steps)
+            assert int(sched.timesteps[0]) == m.config["num_train_timesteps"] - 1, (sampler, steps)
+    m.is_trained = True  # untrained weights: only the timesteps the networks see matter here
+    seen = {s: [] for s in m.stages}
+    hooks = [
+        m.ema[s].register_forward_pre_hook(lambda mod, args, s=s: seen[s].append(int(args[1][0]))) for s in m.stages
+    ]
+    try:
+        for sampler in ("ddpm", "ddim", "dpm++"):
+            for s in seen.values():
+                s.clear()
+            m.generate(a[:1], n_per_obs=1, sampler=sampler, steps=3, progress_bar=False, device="cpu")
+            assert seen["base"][0] == seen["sr"][0] == 999, sampler
+    finally:
+        for h in hooks:
+            h.remove()
+    aug_max = m.config["aug_max"]
+    for level in (-1, aug_max, 1000, 2.5):
+        with pytest.raises(ValueError, match="sr_noise_level"):
+            m.generate(a[:1], n_per_obs=1, steps=1, sr_noise_level=level, progress_bar=False, device="cpu")
+    tiles = m.generate(a[:1], n_per_obs=1, steps=1, sr_noise_level=aug_max - 1, progress_bar=False, device="cpu")
+    assert tiles.shape == (1, 1, 16, 16, 3)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_bf16_true_training_runs_and_returns_float32_weights():
+    import torch
+
+    a, m = _tiny()
+    torch.use_deterministic_algorithms(False)
+    m.train(max_steps=2, precision="bf16-true", **TINY_TRAIN)
+    assert m.train_info["base"]["steps"] == 2 and "bf16-true" in m.train_info["base"]["precision"]
+    assert not torch.are_deterministic_algorithms_enabled()  # Trainer(deterministic=True) set it; given back
+    for nets in (m.nets, m.ema):
+        assert all(p.dtype == torch.float32 for p in nets["base"].parameters())
+    # The EMA accumulated in float32 (bf16 weights cast up at the end would all be bf16 numbers).
+    ema = torch.cat([p.flatten() for p in m.ema["base"].parameters()])
+    assert (ema != ema.bfloat16().float()).any()
+    assert m.generate(a[:2], n_per_obs=1, steps=2, progress_bar=False, device="cpu").shape == (2, 1, 8, 8, 3)

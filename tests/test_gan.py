@@ -229,3 +229,72 @@ def test_lazy_gradient_penalty_runs_every_k_steps(toy, monkeypatch):
         assert len(calls) == expected and m.train_info["gp_every"] == every
     with pytest.raises(ValueError, match="gp_every"):
         m.train(max_steps=1, gp_every=0)
+
+
+def _tiny_toy(n=32):
+    a = rp.datasets.toy(n=n, tile_size=32, tiles_per_obs=1, seed=0)
+    a.obsm["X_vae"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)
+    return a
+
+
+def test_bf16_true_training_keeps_a_float32_ema():
+    """bf16-true casts the whole plan to bf16: the EMA's (1 − decay) steps would fall below its resolution."""
+    import torch
+
+    a = _tiny_toy()
+    m = TileGAN(a, a.obsm["tiles"], condition="vae", width=8)
+    torch.use_deterministic_algorithms(False)
+    m.train(
+        max_steps=6,
+        batch_size=8,
+        n_critic=1,
+        precision="bf16-true",
+        accelerator="cpu",
+        num_workers=0,
+        progress_bar=False,
+    )
+    assert m.train_info["steps"] == 6 and "bf16-true" in m.train_info["precision"]
+    assert not torch.are_deterministic_algorithms_enabled()  # Trainer(deterministic=True) set it; given back
+    for net in (m.generator, m.critic, m.ema):
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+    # A bf16 EMA cast up at the end would hold bf16 numbers only.
+    ema = torch.cat([p.flatten() for p in m.ema.parameters()])
+    assert (ema != ema.bfloat16().float()).any()
+    for use_ema in (True, False):
+        assert m.generate(a[:2], n_per_obs=1, device="cpu", ema=use_ema).shape == (2, 1, 32, 32, 3)
+
+
+def test_overwriting_commit_killed_between_renames_keeps_the_old_store(tmp_path, monkeypatch):
+    import os
+
+    from rnapaint.models import GeneratedTileWriter
+
+    store = tmp_path / "gen.zarr"
+
+    def write(n, overwrite=False):
+        w = GeneratedTileWriter(store, 8, ["u0"], overwrite=overwrite)
+        w(np.zeros(n, int), np.arange(n), np.full((n, 8, 8, 3), n, np.uint8))
+        return w
+
+    write(1).commit()
+    w = write(3, overwrite=True)
+    replace = os.replace
+
+    def killed_before_the_new_store_moves_in(src, dst):
+        if str(src) == str(w.tmp):
+            raise KeyboardInterrupt("killed")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_before_the_new_store_moves_in)
+    with pytest.raises(KeyboardInterrupt):
+        w.commit()
+    monkeypatch.setattr(os, "replace", replace)
+    # The next writer for that path puts the old store back (so refuses to overwrite it) ...
+    with pytest.raises(FileExistsError):
+        GeneratedTileWriter(store, 8, ["u0"])
+    assert len(rp.data.TileStore.open(store)) == 1
+    # ... and removes partial stores of processes that are gone.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f".gen.zarr.partial-{int(dead.stdout)}").mkdir()
+    assert len(write(2, overwrite=True).commit()) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.zarr"]

@@ -157,3 +157,18 @@ def test_decode_checks_shape(trained):
         model.decode(np.zeros((3, 5)))
     with pytest.raises(ValueError, match="NaN"):
         model.decode(np.full((2, 4), np.nan))
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_training_gives_back_the_sessions_deterministic_flag(small_adata, flag):
+    """Lightning's Trainer(deterministic=True) switches torch's deterministic mode on for the session."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    rp.pp.zscore(small_adata)
+    try:
+        torch.use_deterministic_algorithms(flag)
+        BetaVAE(small_adata, hidden=(8,), latent_dim=2).train(max_epochs=1, progress_bar=False, accelerator="cpu")
+        assert torch.are_deterministic_algorithms_enabled() is flag
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 # RGB ↔ YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
-_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float32)
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
 
 
@@ -65,7 +65,7 @@ class TileAugment:
         s = self._factor(self.saturation) if self.saturation else 1.0
         theta = (2.0 * torch.rand(()).item() - 1.0) * self.hue * 2.0 * torch.pi if self.hue else 0.0
         cos, sin = float(torch.cos(torch.tensor(theta))), float(torch.sin(torch.tensor(theta)))
-        chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, s * cos, -s * sin], [0.0, s * sin, s * cos]])
+        chroma = torch.tensor([[1.0, 0.0, 0.0], [0.0, s * cos, -s * sin], [0.0, s * sin, s * cos]], dtype=torch.float32)
         m = (_YIQ2RGB @ chroma @ _RGB2YIQ) * (b * c)
         # Contrast pulls toward the mean luminance (of the brightened tile); white stays white under
         # the chroma transform, so the offset is the same on all three channels.
@@ -150,8 +150,9 @@ class TileAugment:
         self, tiles: torch.Tensor, generator: torch.Generator | None, value_range: tuple[float, float]
     ) -> torch.Tensor:
         n, hgt, wid = tiles.shape[:3]
-        flip_w = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
-        flip_h = torch.rand(n, generator=generator) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
+        f32 = torch.float32  # explicit: under bf16-true precision Lightning makes bf16 the default dtype
+        flip_w = torch.rand(n, generator=generator, dtype=f32) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
+        flip_h = torch.rand(n, generator=generator, dtype=f32) < 0.5 if self.flips else torch.zeros(n, dtype=torch.bool)
         k = torch.randint(0, 4, (n,), generator=generator) if self.rot90 else torch.zeros(n, dtype=torch.long)
         if self.rot90 and hgt != wid:
             raise ValueError(f"90° rotations need square tiles, got {hgt}×{wid}.")
@@ -205,21 +206,24 @@ def colour_parameters(
     Returns
     -------
     ``m`` ``(n, 3, 3)`` float32 RGB matrices and ``offset_scale`` ``(n,)`` = ``(1 − c) · b``, the
-    weight of each tile's mean luminance in its offset (contrast pulls toward that mean).
+    weight of each tile's mean luminance in its offset (contrast pulls toward that mean). Always
+    float32, whatever the default dtype (Lightning's ``bf16-true`` precision sets it to bf16), so the
+    same seed draws the same parameters at every precision.
     """
     a = augment
+    f32 = torch.float32
 
     def u(v: float) -> torch.Tensor:
-        return 1.0 + (2.0 * torch.rand(n, generator=generator) - 1.0) * v
+        return 1.0 + (2.0 * torch.rand(n, generator=generator, dtype=f32) - 1.0) * v
 
     b, c, s = u(a.brightness), u(a.contrast), u(a.saturation)
-    theta = (2.0 * torch.rand(n, generator=generator) - 1.0) * a.hue * 2.0 * math.pi
+    theta = (2.0 * torch.rand(n, generator=generator, dtype=f32) - 1.0) * a.hue * 2.0 * math.pi
     if jitter_prob is not None:
-        keep = torch.rand(n, generator=generator) >= jitter_prob
+        keep = torch.rand(n, generator=generator, dtype=f32) >= jitter_prob
         b, c, s = (torch.where(keep, torch.ones_like(v), v) for v in (b, c, s))
         theta = torch.where(keep, torch.zeros_like(theta), theta)
     cos, sin = torch.cos(theta), torch.sin(theta)
-    one, zero = torch.ones(n), torch.zeros(n)
+    one, zero = torch.ones(n, dtype=f32), torch.zeros(n, dtype=f32)
     chroma = torch.stack(
         [
             torch.stack([one, zero, zero], 1),

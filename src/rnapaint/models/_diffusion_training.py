@@ -121,9 +121,10 @@ class DiffusionTrainingPlan(pl.LightningModule):
         self.step += 1  # counted here so that callbacks (stop, checkpoint) see this step as done
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        # After the optimizer step (callbacks run first: a checkpoint holds the EMA one update behind,
-        # and records its own update count, so a resume continues it exactly).
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        # Right after the weights moved, before any callback sees this step: a checkpoint written at
+        # step N (DiffusionCheckpoint.on_train_batch_end) holds the EMA of N updates, as the GAN's does.
         self.ema.step(self.net.parameters())
 
 

@@ -72,9 +72,17 @@ class GANTrainingPlan(pl.LightningModule):
         return opt_g, opt_d
 
     def on_train_start(self) -> None:
+        # precision="bf16-true" casts the whole module to bf16, the EMA included: its update of
+        # (1 − 0.999) · (generator − EMA) falls below bf16 resolution and would be lost. The average
+        # is kept in float32 (its lerp casts the generator's weights up), whatever the precision.
+        self.ema.float()
         decorrelate_ranks(self)  # the penalty's interpolation weights come from the global stream
         if self._resume_state is not None:
             tensors, meta = self._resume_state
+            # The float32 EMA of the checkpoint again: the cast to bf16 above would have rounded it.
+            self.ema.load_state_dict(
+                {k[4:]: torch.as_tensor(v) for k, v in tensors.items() if k.startswith("ema.")}, strict=True
+            )
             if "opt_g" not in meta or "opt_d" not in meta:
                 raise ValueError("The checkpoint holds no optimizer state; it cannot be resumed.")
             opt_g, opt_d = self.optimizers()
@@ -91,7 +99,10 @@ class GANTrainingPlan(pl.LightningModule):
                 seed = int(np.random.SeedSequence([self.seed, self.step, self.global_rank]).generate_state(1)[0])
             self._noise = torch.Generator(device=self.device).manual_seed(seed)
             self._stats = condition_stats(self.config, self.device)
-        return make_input(cond, self.config, len(cond), self._noise, self._stats)
+        z = make_input(cond, self.config, len(cond), self._noise, self._stats)  # float32
+        if self._trainer is not None:  # what Lightning does to float inputs (bf16-true: a cast)
+            z = self.trainer.precision_plugin.convert_input(z)
+        return z
 
     def _critic(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         return self.d_fwd(x, cond) if self.config["projection"] else self.d_fwd(x)

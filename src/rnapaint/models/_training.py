@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -98,6 +100,24 @@ class StopAt(pl.Callback):
             trainer.should_stop = True
 
 
+@contextlib.contextmanager
+def torch_flags_restored() -> Iterator[None]:
+    """Give back torch's global flags that ``lightning.pytorch.Trainer(deterministic=...)`` sets.
+
+    The Trainer sets ``torch.use_deterministic_algorithms`` (and ``cudnn.benchmark``) for the whole
+    session when it is *constructed*, so the flags are read before the Trainer is built and restored
+    once training ends or fails.
+    """
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+
+
 def device_images(plan: pl.LightningModule, images: torch.Tensor) -> torch.Tensor:
     """The training step's images: uint8 batches (``augment_on="device"``) augmented and scaled here.
 
@@ -161,12 +181,14 @@ def ddp_with_unused_parameters(strategy: Any, accelerator: str = "auto", devices
 
 
 def decorrelate_ranks(plan: pl.LightningModule) -> None:
-    """Give each DDP rank its own global torch RNG stream, from (seed, step, rank).
+    """Seed the global torch RNG (CPU and GPUs) for this training run from (seed, start step, rank).
 
-    ``seed_everything`` seeds every rank alike (so that the initial weights agree); without this,
-    every rank would draw the same timesteps, noise and penalty interpolations for its own images.
-    A single process keeps its stream untouched.
+    ``seed_everything`` seeds every rank alike (so that the initial weights agree), and a resumed run
+    the same as a fresh one; without this, every DDP rank would draw the same timesteps, noise and
+    penalty interpolations for its own images, and a run resumed at step ``k`` would replay the
+    draws of step 1 onwards instead of continuing with new ones. A single process starting at step
+    0 keeps the stream ``seed_everything`` gave it (so a fresh run is what it always was).
     """
-    if plan.trainer.world_size > 1:
+    if plan.trainer.world_size > 1 or int(plan.step) > 0:
         state = np.random.SeedSequence([int(plan.seed), int(plan.step), int(plan.global_rank), 0x646470])
         torch.manual_seed(int(state.generate_state(1, np.uint64)[0] >> 1))

@@ -179,7 +179,7 @@ class BetaVAE:
         import lightning.pytorch as pl
         from torch.utils.data import DataLoader, TensorDataset
 
-        from ._training import BestWeights, History, default_precision, quiet_lightning
+        from ._training import BestWeights, History, default_precision, quiet_lightning, torch_flags_restored
 
         quiet_lightning()
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -214,26 +214,28 @@ class BetaVAE:
             callbacks.append(best)
             if early_stopping_patience is not None:
                 callbacks.append(pl.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
-        trainer = pl.Trainer(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            precision=precision or default_precision(accelerator),
-            callbacks=callbacks,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress_bar,
-            deterministic=True,
-            num_sanity_val_steps=0,
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-            warnings.filterwarnings("ignore", message=".*validation_step but have no val_dataloader.*")
-            # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
-            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-            trainer.fit(plan, train_dl, val_dl)
+        # Trainer(deterministic=True) switches torch's deterministic mode on for the whole session.
+        with torch_flags_restored():
+            trainer = pl.Trainer(
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                precision=precision or default_precision(accelerator),
+                callbacks=callbacks,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress_bar,
+                deterministic=True,
+                num_sanity_val_steps=0,
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+                warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
+                warnings.filterwarnings("ignore", message=".*validation_step but have no val_dataloader.*")
+                # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
+                warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+                trainer.fit(plan, train_dl, val_dl)
         self.module = plan.module.cpu().eval()
         self.history = history.history
         self.train_info = {

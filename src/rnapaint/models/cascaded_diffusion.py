@@ -182,17 +182,21 @@ class CascadedDiffusion:
         from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         c = self.config
+        # "trailing" spacing starts sampling at the last training timestep (pure noise) for every
+        # sampler and step count; diffusers' default "leading" spacing starts at
+        # (num_train_timesteps // steps) · (steps − 1), e.g. t = 960 of 1000 with 25 steps, where the
+        # image still holds signal that the sampler's pure-noise start does not have.
         ddpm = DDPMScheduler(
             num_train_timesteps=c["num_train_timesteps"],
             beta_schedule=c["beta_schedule"],
             prediction_type=c["prediction"],
             clip_sample=True,
+            timestep_spacing="trailing",
         )
         if sampler == "ddpm":
             return ddpm
-        # "trailing" spacing starts sampling at the last training timestep: better with few steps.
         if sampler == "ddim":
-            return DDIMScheduler.from_config(ddpm.config, timestep_spacing="trailing")
+            return DDIMScheduler.from_config(ddpm.config)
         if sampler in ("dpm++", "dpmsolver++"):
             # Dynamic thresholding keeps its data predictions in the pixel range (Imagen): without it the
             # first steps at the cosine schedule's end (signal ≈ 0) amplify errors into saturated noise.
@@ -257,7 +261,9 @@ class CascadedDiffusion:
         accelerator, devices, strategy, precision
             Lightning settings (``strategy="ddp"`` for several GPUs; each rank draws its own
             batches, timesteps and noise); precision defaults to
-            ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU.
+            ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU. Under ``"bf16-true"`` the network
+            trains in bf16 while the EMA accumulates in float32; the trained model's weights are
+            float32 whatever the precision.
         channels_last
             Channels-last memory format (default on a GPU).
         compile
@@ -283,7 +289,7 @@ class CascadedDiffusion:
 
         from ..data.loader import tile_loader
         from ._diffusion_training import DiffusionCheckpoint, DiffusionTrainingPlan
-        from ._training import History, StopAt, default_precision, quiet_lightning
+        from ._training import History, StopAt, default_precision, quiet_lightning, torch_flags_restored
 
         stages = tuple(stages or self.stages)
         unknown = set(stages) - set(self.stages)
@@ -347,31 +353,30 @@ class CascadedDiffusion:
             loader = tile_loader(
                 self.dataset, batch_size=min(bs, len(self.dataset)), num_workers=num_workers, seed=seed + start
             )
-            trainer = pl.Trainer(
-                max_steps=-1,
-                max_epochs=10**9,
-                max_time={"seconds": seconds} if seconds else None,
-                accelerator=accelerator,
-                devices=devices,
-                strategy=strategy,
-                precision=precision or default_precision(accelerator),
-                callbacks=callbacks,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=progress_bar,
-                deterministic=not on_gpu,
-                log_every_n_steps=1,
-            )
             t0 = time.perf_counter()
-            was_deterministic = torch.are_deterministic_algorithms_enabled()
-            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-            try:
+            # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
+            # built; give the user's session back as it was, whatever happens.
+            with torch_flags_restored():
+                trainer = pl.Trainer(
+                    max_steps=-1,
+                    max_epochs=10**9,
+                    max_time={"seconds": seconds} if seconds else None,
+                    accelerator=accelerator,
+                    devices=devices,
+                    strategy=strategy,
+                    precision=precision or default_precision(accelerator),
+                    callbacks=callbacks,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_model_summary=False,
+                    enable_progress_bar=progress_bar,
+                    deterministic=not on_gpu,
+                    log_every_n_steps=1,
+                )
                 if start < steps:
                     trainer.fit(plan, loader)
-            finally:  # Lightning sets this flag globally; give the user's session back as it was
-                torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
-            self.nets[stage] = plan.net.cpu().to(memory_format=torch.contiguous_format)
+            # float32 weights whatever the training precision (bf16-true trains bf16 ones; the EMA is float32)
+            self.nets[stage] = plan.net.cpu().float().to(memory_format=torch.contiguous_format)
             self.ema[stage] = copy.deepcopy(self.nets[stage]).eval().requires_grad_(False)
             plan.ema.copy_to(self.ema[stage].parameters())
             self.ema[stage].cpu()
@@ -425,7 +430,7 @@ class CascadedDiffusion:
         guidance_scale: float = 2.0,
         sr_steps: int | None = None,
         sr_guidance_scale: float | None = None,
-        sr_noise_level: int = 100,
+        sr_noise_level: int | None = None,
         device: str | None = "auto",
         ema: bool = True,
         return_low_res: bool = False,
@@ -458,7 +463,9 @@ class CascadedDiffusion:
             follows the expression more strongly.
         sr_noise_level
             Noise-augmentation timestep applied to the upsampled base image before the
-            super-resolution stage (the stage was trained on ``[0, aug_max)``).
+            super-resolution stage. The stage was trained on levels in ``[0, aug_max)`` (the model's
+            ``aug_max``), so the level must lie there (a ValueError otherwise); default
+            ``min(100, aug_max − 1)``.
         device
             ``"auto"`` uses a GPU when there is one.
         ema
@@ -495,6 +502,14 @@ class CascadedDiffusion:
             raise ValueError("steps must be ≥ 1.")
         if sink is not None and return_low_res:
             raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
+        aug_levels = max(1, min(int(c["aug_max"]), int(c["num_train_timesteps"])))  # as in training: [0, aug_max)
+        if sr_noise_level is None:
+            sr_noise_level = min(100, aug_levels - 1)
+        if not 0 <= int(sr_noise_level) < aug_levels or int(sr_noise_level) != sr_noise_level:
+            raise ValueError(
+                f"sr_noise_level must be an integer timestep in [0, {aug_levels}): the super-resolution stage "
+                f"was trained on noise levels below aug_max={c['aug_max']}, got {sr_noise_level!r}."
+            )
         dev = torch.device(
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device in ("auto", None) else device
         )

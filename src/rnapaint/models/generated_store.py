@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import shutil
@@ -26,6 +27,12 @@ class GeneratedTileWriter:
     with ``overwrite=True``), and memory holds one batch at a time (a million 256-px tiles do not
     fit in RAM).
 
+    With ``overwrite=True`` the existing store is renamed to a hidden ``.<name>.old`` beside it, the
+    new one is moved in, and only then is the old one deleted. A kill between the two renames
+    leaves the old store in ``.<name>.old``: the next writer for that path (or commit) puts it back.
+    Partial folders left by killed processes (``.<name>.partial-<pid>`` of a pid no longer alive on
+    this machine) are removed then too.
+
     Parameters
     ----------
     store
@@ -49,6 +56,7 @@ class GeneratedTileWriter:
         overwrite: bool = False,
     ):
         self.path = Path(store)
+        _recover(self.path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
         self.overwrite = overwrite
@@ -74,14 +82,56 @@ class GeneratedTileWriter:
             pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]),
             slide_done=self.source,
         )
+        _recover(self.path)
+        old = _old_path(self.path)
         if self.path.exists():
             if not self.overwrite:  # appeared while generating
                 self.abort()
                 raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
-            shutil.rmtree(self.path)
+            # Never delete before the new store is in place: a kill in between would destroy both.
+            os.replace(self.path, old)
         os.replace(self.tmp, self.path)
+        shutil.rmtree(old, ignore_errors=True)
         return TileStore.open(self.path)
 
     def abort(self) -> None:
         """Remove the partial store (after a failed generation)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _old_path(path: Path) -> Path:
+    """Where :meth:`GeneratedTileWriter.commit` keeps the store it replaces until the new one is in place."""
+    return path.with_name(f".{path.name}.old")
+
+
+def _recover(path: Path) -> None:
+    """Finish or undo a commit that was killed part-way, and remove partial stores of dead processes.
+
+    ``.<name>.old`` without ``<name>``: killed between the two renames, the old store goes back.
+    Both present: killed while deleting the old one, which is removed.
+    """
+    old = _old_path(path)
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, path)
+    if os.name != "posix":  # os.kill(pid, 0) only probes a process on POSIX
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    except OSError:
+        return True  # cannot tell: keep its folder
+    return True

@@ -196,6 +196,8 @@ class TileGAN:
             Lightning settings (``strategy="ddp"`` for several GPUs: its ``find_unused_parameters``
             form is used, as a critic step leaves the generator out; each rank draws its own noise
             and batches); precision defaults to ``"bf16-mixed"`` on a GPU and ``"32-true"`` on the CPU.
+            Under ``"bf16-true"`` the generator and critic train in bf16 while the EMA accumulates in
+            float32; the trained model's weights are float32 whatever the precision.
         channels_last
             Channels-last memory format (default on a GPU).
         compile
@@ -229,7 +231,14 @@ class TileGAN:
 
         from ..data.loader import tile_loader
         from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint
-        from ._training import History, StopAt, ddp_with_unused_parameters, default_precision, quiet_lightning
+        from ._training import (
+            History,
+            StopAt,
+            ddp_with_unused_parameters,
+            default_precision,
+            quiet_lightning,
+            torch_flags_restored,
+        )
 
         quiet_lightning()
         pl.seed_everything(seed, workers=True, verbose=False)
@@ -275,33 +284,32 @@ class TileGAN:
         callbacks: list[pl.Callback] = [history, StopAt(max_steps)]
         if ckpt is not None:
             callbacks.append(SafetensorsCheckpoint(self, ckpt, checkpoint_every))
-        trainer = pl.Trainer(
-            max_steps=-1,
-            max_epochs=10**9,
-            max_time={"seconds": max_time} if max_time else None,
-            accelerator=accelerator,
-            devices=devices,
-            strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
-            precision=precision or default_precision(accelerator),
-            callbacks=callbacks,
-            logger=False,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress_bar,
-            deterministic=not on_gpu,
-            log_every_n_steps=1,
-        )
         import time
 
         t0 = time.perf_counter()
-        was_deterministic = torch.are_deterministic_algorithms_enabled()
-        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-        try:
+        # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
+        # built; give the user's session back as it was, whatever happens.
+        with torch_flags_restored():
+            trainer = pl.Trainer(
+                max_steps=-1,
+                max_epochs=10**9,
+                max_time={"seconds": max_time} if max_time else None,
+                accelerator=accelerator,
+                devices=devices,
+                strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
+                precision=precision or default_precision(accelerator),
+                callbacks=callbacks,
+                logger=False,
+                enable_checkpointing=False,
+                enable_model_summary=False,
+                enable_progress_bar=progress_bar,
+                deterministic=not on_gpu,
+                log_every_n_steps=1,
+            )
             if start < max_steps:
                 trainer.fit(plan, loader)
-        finally:  # Lightning sets this flag globally; give the user's session back as it was
-            torch.use_deterministic_algorithms(was_deterministic, warn_only=warn_only)
-        self.generator, self.critic, self.ema = (m.cpu() for m in (plan.generator, plan.critic, plan.ema))
+            # float32 weights whatever the training precision (bf16-true trains bf16 ones; generate() feeds float32)
+        self.generator, self.critic, self.ema = (m.cpu().float() for m in (plan.generator, plan.critic, plan.ema))
         self.history = {k: v for k, v in history.history.items()}
         self.train_info = {
             "steps": int(plan.step),
