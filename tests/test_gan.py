@@ -289,7 +289,8 @@ def test_overwriting_commit_killed_between_renames_keeps_the_old_store(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         w.commit()
     monkeypatch.setattr(os, "replace", replace)
-    # The next writer for that path puts the old store back (so refuses to overwrite it) ...
+    # Opening the path puts the old store back, as does the next writer (which then refuses to overwrite it) ...
+    assert not store.exists() and len(rp.data.TileStore.open(store)) == 1
     with pytest.raises(FileExistsError):
         GeneratedTileWriter(store, 8, ["u0"])
     assert len(rp.data.TileStore.open(store)) == 1
@@ -298,3 +299,25 @@ def test_overwriting_commit_killed_between_renames_keeps_the_old_store(tmp_path,
     (tmp_path / f".gen.zarr.partial-{int(dead.stdout)}").mkdir()
     assert len(write(2, overwrite=True).commit()) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.zarr"]
+
+
+def test_overwrite_replaces_a_tile_store_never_another_folder(tmp_path):
+    from rnapaint.models import GeneratedTileWriter
+
+    other = tmp_path / "results"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a rnapaint TileStore"):
+        GeneratedTileWriter(other, 8, ["u0"], overwrite=True)
+    assert (other / "notes.txt").read_text() == "keep me"
+    # ... also when it appears while generating
+    store = tmp_path / "gen.zarr"
+    w = GeneratedTileWriter(store, 8, ["u0"], overwrite=True)
+    w(np.zeros(1, int), np.arange(1), np.zeros((1, 8, 8, 3), np.uint8))
+    store.mkdir()
+    (store / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a rnapaint TileStore"):
+        w.commit()
+    assert (store / "notes.txt").read_text() == "keep me" and not w.tmp.exists()
+    (store / "notes.txt").unlink()  # an empty folder may be replaced
+    assert len(GeneratedTileWriter(store, 8, ["u0"], overwrite=True).commit()) == 0

@@ -89,6 +89,11 @@ class TileStore:
         self.path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}.")
+        old = self.path.with_name(f".{self.path.name}.old")
+        if not self.path.exists() and (old / COMMIT).is_file():
+            # Replacing the store (rnapaint.models.GeneratedTileWriter) was killed between its two
+            # renames: the old store goes back in place.
+            os.replace(old, self.path)
         if not (self.path / COMMIT).is_file():
             hint = (
                 " It is a store whose creation was interrupted (it holds no tile): TileStore.create and "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.tile_store import TileStore
+from ..io.tile_store import COMMIT, TileStore
 
 #: What ``generate(..., sink=)`` calls per batch: ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))``.
 Sink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -45,6 +45,7 @@ class GeneratedTileWriter:
         Written into the ``slide`` column (a TileStore's provenance field).
     overwrite
         Replace an existing store at :meth:`commit` (otherwise a FileExistsError, raised at once).
+        Only a tile store (or an empty folder) is replaced: anything else at ``store`` raises.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class GeneratedTileWriter:
         _recover(self.path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
+        _check_replaceable(self.path)
         self.overwrite = overwrite
         self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
         self.store = TileStore.create(self.tmp, tile_size, overwrite=True)
@@ -88,6 +90,11 @@ class GeneratedTileWriter:
             if not self.overwrite:  # appeared while generating
                 self.abort()
                 raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
+            try:
+                _check_replaceable(self.path)
+            except FileExistsError:
+                self.abort()
+                raise
             # Never delete before the new store is in place: a kill in between would destroy both.
             os.replace(self.path, old)
         os.replace(self.tmp, self.path)
@@ -97,6 +104,15 @@ class GeneratedTileWriter:
     def abort(self) -> None:
         """Remove the partial store (after a failed generation)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _check_replaceable(path: Path) -> None:
+    """``overwrite=True`` replaces a tile store, never a folder or file that is something else."""
+    if path.exists() and not (path.is_dir() and ((path / COMMIT).is_file() or not any(path.iterdir()))):
+        raise FileExistsError(
+            f"{path} exists and is not a rnapaint TileStore: it is not replaced, even with overwrite=True; "
+            "pick another path."
+        )
 
 
 def _old_path(path: Path) -> Path:
