@@ -140,7 +140,8 @@ def test_kid_of_units_of_several_tiles_is_unbiased_and_its_interval_resamples_un
         a = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20)
         b = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20, real_units=np.arange(6), fake_units=list("abcdef"))
         c = fid(tiles[:6], tiles[6:], SmallCNN(), n_boot=20, real_units=np.arange(18), fake_units=np.arange(18))
-    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
+        t = fid(torch.from_numpy(tiles[:6]), torch.from_numpy(tiles[6:]), SmallCNN(), n_boot=20)
+    assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high) == (t.ci_low, t.ci_high)  # tensors too
     assert (a.ci_low, a.ci_high) != (c.ci_low, c.ci_high)
     with pytest.raises(ValueError, match="fake_units has 5 labels"):
         kid(real, gen[:10], fake_units=np.arange(5))

@@ -392,13 +392,23 @@ def _bootstrap_counts(rng: np.random.Generator, units: np.ndarray, n_boot: int) 
 
 
 def _unit_codes(units: Sequence | np.ndarray | None, x: Any, what: str) -> np.ndarray:
-    """Integer unit codes, one per feature row: given, or ``n`` units of ``k`` tiles for ``(n, k, ...)``
-    tiles, or one unit per tile."""
-    n = len(x) if _is_features(x) else _n_tiles(x)
+    """Integer unit codes, one per feature row: given (one per tile, or one per ``n`` of ``(n, k, ...)``
+    tiles), or by default ``n`` units of ``k`` tiles for ``(n, k, ...)`` tiles and one unit per tile
+    otherwise."""
+    shape = tuple(x.shape) if isinstance(x, (np.ndarray, torch.Tensor)) else None
+    if shape is not None and len(shape) == 5:
+        n, k = shape[0] * shape[1], shape[1]
+    else:
+        n, k = (shape[0] if shape is not None else len(x)), 1
     if units is None:
-        k = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 5 else 1
         return np.repeat(np.arange(n // k), k)
-    u = _groups_of(units, x, what, "units")
+    u = np.asarray(units)
+    if u.ndim != 1:
+        raise ValueError(f"{what}_units must be 1-D, got shape {u.shape}.")
+    if k > 1 and len(u) * k == n:
+        u = np.repeat(u, k)
+    if len(u) != n:
+        raise ValueError(f"{what}_units has {len(u)} labels for {n} {what} tiles.")
     if pd.isna(u).any():
         raise ValueError(f"{what}_units holds missing values.")
     return np.unique(u, return_inverse=True)[1].reshape(-1)
@@ -601,17 +611,17 @@ def kid(
     return _kid_from_features(xr, xf, subset_size, n_subsets, n_boot, ci, seed, ur, uf)
 
 
-def _groups_of(groups: Sequence | np.ndarray, x: Any, what: str, name: str = "groups") -> np.ndarray:
+def _groups_of(groups: Sequence | np.ndarray, x: Any, what: str) -> np.ndarray:
     """Labels, one per feature row (``(n, k, ...)`` tiles: one label per ``n``, repeated ``k`` times)."""
     g = np.asarray(groups)
     if g.ndim != 1:
-        raise ValueError(f"{what}_{name} must be 1-D, got shape {g.shape}.")
+        raise ValueError(f"{what}_groups must be 1-D, got shape {g.shape}.")
     n = len(x) if _is_features(x) else _n_tiles(x)
     k = x.shape[1] if isinstance(x, np.ndarray) and x.ndim == 5 else 1
     if k > 1 and len(g) * k == n:
         return np.repeat(g, k)
     if len(g) != n:
-        raise ValueError(f"{what}_{name} has {len(g)} labels for {n} {what} tiles.")
+        raise ValueError(f"{what}_groups has {len(g)} labels for {n} {what} tiles.")
     return g
 
 
