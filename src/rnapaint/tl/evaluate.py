@@ -231,19 +231,23 @@ def evaluate(
         rows = units * (len(f) // len(te))
         return f.iloc[rows] if isinstance(f, pd.DataFrame) else f[rows]
 
+    def realism(name: str, f: np.ndarray, reference: np.ndarray, where: str) -> None:
+        """KID and FID rows of method ``name`` (features ``f``, one row per tile) against the real test tiles."""
+        if name == "real (held out)":
+            s = kid(reference[half_a], reference[half_b], subset_size=min(len(half_a), 1000), n_boot=n_boot, seed=seed)
+        else:
+            units = np.repeat(np.arange(len(te)), len(f) // len(te))
+            size = min(len(reference), len(f), 1000)
+            s = kid(reference, f, subset_size=size, n_boot=n_boot, seed=seed, fake_units=units)
+        add(name, f"KID ({where})", s.value, s.ci_low, s.ci_high)
+        s = fid(reference[half_a], first_tiles(f, half_b), n_boot=n_boot, seed=seed)
+        add(name, f"FID ({where})", s.value, s.ci_low, s.ci_high)
+
     h, w = real.shape[2:4]
     periods = [p for p in (2, 4, 8) if h % p == 0 and w % p == 0 and p <= min(h, w) // 4]
     for name in methods:
         f = feats[name]
-        k = len(f) // len(te)
-        if name == "real (held out)":
-            s = kid(ref[half_a], ref[half_b], subset_size=min(len(half_a), 1000), n_boot=n_boot, seed=seed)
-        else:
-            units = np.repeat(np.arange(len(te)), k)
-            s = kid(ref, f, subset_size=min(len(ref), len(f), 1000), n_boot=n_boot, seed=seed, fake_units=units)
-        add(name, f"KID ({space})", s.value, s.ci_low, s.ci_high)
-        s = fid(ref[half_a], first_tiles(f, half_b), n_boot=n_boot, seed=seed)
-        add(name, f"FID ({space})", s.value, s.ci_low, s.ci_high)
+        realism(name, f, ref, space)
         if periods:  # an artifact the feature-space scores average away
             c = checkerboard(methods[name], periods, n_boot=n_boot, seed=seed)
             add(name, "checkerboard (dB)", c.value, c.ci_low, c.ci_high)
@@ -272,13 +276,5 @@ def evaluate(
 
         ref_i = tile_features(real[te, 0], "inception")
         for name, t in methods.items():
-            f = ref_i if name == "real (held out)" else tile_features(t, "inception")
-            if name == "real (held out)":
-                s = kid(ref_i[half_a], ref_i[half_b], subset_size=min(len(half_a), 1000), n_boot=n_boot, seed=seed)
-            else:
-                units = np.repeat(np.arange(len(te)), t.shape[1])
-                s = kid(ref_i, f, subset_size=min(len(f), len(te), 1000), n_boot=n_boot, seed=seed, fake_units=units)
-            add(name, "KID (Inception)", s.value, s.ci_low, s.ci_high)
-            s = fid(ref_i[half_a], first_tiles(f, half_b), n_boot=n_boot, seed=seed)
-            add(name, "FID (Inception)", s.value, s.ci_low, s.ci_high)
+            realism(name, ref_i if name == "real (held out)" else tile_features(t, "inception"), ref_i, "Inception")
     return pd.DataFrame(rows)
