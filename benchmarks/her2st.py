@@ -429,7 +429,9 @@ def _composition(adata, report, keys, c5, mpp) -> dict:
         for feat, cells in COMPOSITION:
             rho = spearmanr(per_spot[feat], props[cells].sum(1).to_numpy(), nan_policy="omit")[0]
             what = cells[0] if len(cells) == 1 else ("immune" if cells == IMMUNE else "epithelial + immune")
-            report.loc[len(report)] = [label, f"ρ({feat}, {what})", rho, np.nan, np.nan, 0.0]
+            # by name: the report gains columns (p_value) when it holds paired contrasts
+            row = {"method": label, "metric": f"ρ({feat}, {what})", "value": rho, "chance": 0.0}
+            report.loc[len(report)] = pd.Series(row).reindex(report.columns)
     return per_source
 
 

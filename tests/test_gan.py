@@ -298,6 +298,14 @@ def test_overwriting_commit_killed_between_renames_keeps_the_old_store(tmp_path,
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (tmp_path / f".gen.zarr.partial-{int(dead.stdout)}").mkdir()
     assert len(write(2, overwrite=True).commit()) == 2
+    # A store someone is writing to is not swapped away under them.
+    from rnapaint.io.writer_lock import StoreBusyError
+
+    holder = rp.data.TileStore.open(store, "a")
+    with pytest.raises(StoreBusyError):
+        GeneratedTileWriter(store, 8, ["u0"], overwrite=True)
+    holder.close()
+    assert len(write(4, overwrite=True).commit()) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.zarr"]
 
 

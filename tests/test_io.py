@@ -50,6 +50,7 @@ def test_gct(tmp_path):
         ("gene\ts1\ts2\nA\t1\tinf\nB\t2\t3\n", "infinite"),
         ("gene\ts1\ts2\nA\t1\t2\nA\t2\t3\n", "duplicated gene names"),
         ("gene\ts1\ts2\nA\t1\tx\nB\t2\t3\n", "non-numeric"),
+        ("gene\ts1\ts2\nA\tTRUE\tFALSE\nB\tFALSE\tTRUE\n", "true/false"),
     ],
 )
 def test_bad_tables_raise(tmp_path, text, match):

@@ -18,6 +18,7 @@ import torch
 import rnapaint as rp
 from rnapaint.data.augment import _dihedral
 from rnapaint.io.slides import Slide
+from rnapaint.io.writer_lock import StoreBusyError
 from rnapaint.pp.tiling import TilingParams, background_fraction, contrast, read_tile
 
 CMU = "wsi/CMU-1-Small-Region.svs"
@@ -543,6 +544,26 @@ def test_direct_chunk_reads_equal_zarr_reads(tmp_path):
         rp.data.TileStore.open(tmp_path / "s.zarr")[np.arange(5)]
 
 
+def test_a_deleted_chunk_is_damage_not_a_black_tile(tmp_path):
+    rng = np.random.default_rng(5)
+    store = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    imgs = rng.integers(1, 256, (3, 8, 8, 3), dtype=np.uint8)
+    imgs[1] = 0  # an all-black tile is stored too, so its file can be missed
+    store.append(imgs, pd.DataFrame({"unit": list("abc"), "slide": "s", "x": range(3), "y": 0, "mpp": 1.0}))
+    store.close()
+    files = sorted(p for p in (tmp_path / "s.zarr" / "images").rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert len(files) == 3
+    np.testing.assert_array_equal(rp.data.TileStore.open(tmp_path / "s.zarr")[1], imgs[1])
+    black = next(p for p in files if p.relative_to(tmp_path / "s.zarr" / "images").parts[1] == "1")
+    black.unlink()
+    with pytest.raises(ValueError, match=r"missing.*damaged"):
+        rp.data.TileStore.open(tmp_path / "s.zarr")[1]
+    np.testing.assert_array_equal(rp.data.TileStore.open(tmp_path / "s.zarr")[[0, 2]], imgs[[0, 2]])
+    # A store written before the marker (zarr skipped black chunks) still reads them as black.
+    del rp.data.TileStore.open(tmp_path / "s.zarr", "a").images.attrs["rnapaint_every_chunk_written"]
+    np.testing.assert_array_equal(rp.data.TileStore.open(tmp_path / "s.zarr")[1], 0)
+
+
 def test_scanpy_draws_the_attached_image(her2st_c):
     import matplotlib
 
@@ -569,6 +590,7 @@ def test_truncated_chunk_is_an_error_not_wrong_pixels(tmp_path):
     imgs[2, :16] = 50
     store = rp.data.TileStore.create(tmp_path / "s.zarr", 32)
     store.append(imgs, pd.DataFrame({"unit": list("abc"), "slide": "s", "x": range(3), "y": 0, "mpp": 1.0}))
+    store.close()
     for i in (1, 2):  # cut 10 % off: Blosc itself decodes the verbatim frame into wrong pixels without a word
         chunk = tmp_path / "s.zarr" / "images" / "c" / str(i) / "0" / "0" / "0"
         raw = chunk.read_bytes()
@@ -612,6 +634,9 @@ def test_create_deletes_only_tile_stores_and_recovers_an_unfinished_one(tmp_path
     s.append(np.ones((1, 16, 16, 3), np.uint8), pd.DataFrame({"unit": ["a"], "slide": "s", "x": 0, "y": 0, "mpp": 1}))
     with pytest.raises(FileExistsError, match="overwrite=True"):
         rp.data.TileStore.create(tmp_path / "s.zarr", 16)
+    with pytest.raises(StoreBusyError):  # never deleted under a writer that holds it
+        rp.data.TileStore.create(tmp_path / "s.zarr", 16, overwrite=True)
+    s.close()
     assert len(rp.data.TileStore.create(tmp_path / "s.zarr", 16, overwrite=True)) == 0  # a store is replaced
     # A run killed after the group was created and before the first commit: no tile, no commit file.
     (tmp_path / "s.zarr" / "rnapaint_commit.json").unlink()
@@ -622,6 +647,46 @@ def test_create_deletes_only_tile_stores_and_recovers_an_unfinished_one(tmp_path
     a = _units({"u": str(tmp_path / "missing.svs")})
     rp.pp.tile_slides(a, store=tmp_path / "s.zarr", tile_size=16, progress_bar=False)  # tile_slides resumes it
     assert rp.data.TileStore.open(tmp_path / "s.zarr").failures["slide"].tolist() == [str(tmp_path / "missing.svs")]
+
+
+_ROW = {"unit": ["a"], "slide": "s", "x": 0, "y": 0, "mpp": 1.0}
+
+
+def test_one_writer_at_a_time(tmp_path):
+    path = tmp_path / "s.zarr"
+    w = rp.data.TileStore.create(path, 8)
+    w.append(np.full((1, 8, 8, 3), 7, np.uint8), pd.DataFrame(_ROW))
+    with pytest.raises(StoreBusyError, match="another handle in this process"):
+        rp.data.TileStore.open(path, "a")
+    assert len(rp.data.TileStore.open(path)) == 1  # readers never wait
+    # tile_slides on a store another writer holds refuses before touching it.
+    with pytest.raises(StoreBusyError):
+        rp.pp.tile_slides(_units({"u": str(tmp_path / "x.svs")}), store=path, tile_size=8, progress_bar=False)
+    w.close()
+    with pytest.raises(ValueError, match="read-only"):
+        w.append(np.zeros((1, 8, 8, 3), np.uint8), pd.DataFrame(_ROW))
+    # A check that fails inside tile_slides (wrong tile size) still lets the lock go.
+    with pytest.raises(ValueError, match="8px tiles"):
+        rp.pp.tile_slides(_units({"u": str(tmp_path / "x.svs")}), store=path, tile_size=16, progress_bar=False)
+    with rp.data.TileStore.open(path, "a") as w2:
+        w2.append(np.full((1, 8, 8, 3), 9, np.uint8), pd.DataFrame(_ROW))
+    assert len(rp.data.TileStore.open(path)) == 2
+    # Another process holds it: the error names that process; once it is killed, the lock is gone.
+    code = (
+        "import sys, time, rnapaint as rp\n"
+        f"s = rp.data.TileStore.open({str(path)!r}, 'a')\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreBusyError, match=f"process {proc.pid}"):
+            rp.data.TileStore.open(path, "a")
+    finally:
+        proc.kill()
+        proc.wait()
+    rp.data.TileStore.open(path, "a").close()
 
 
 @pytest.mark.parametrize(
@@ -766,3 +831,45 @@ def test_from_spatialdata_refuses_image_transforms_that_scalefactors_cannot_hold
     ]:
         with pytest.raises(ValueError, match=match):
             rp.io.from_spatialdata(_sdata_with_image_transform(transform))
+
+
+def test_from_spatialdata_keeps_sections_that_also_share_a_global_system_apart():
+    sd = pytest.importorskip("spatialdata")
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    def section(name, value, own_system=True):
+        systems = {"global": Identity(), **({name: Identity()} if own_system else {})}
+        img = Image2DModel.parse(np.full((3, 20, 30), value, np.uint8), dims=("c", "y", "x"), transformations=systems)
+        xy = np.array([[10.0, 8.0], [20.0, 12.0]])
+        spots = ShapesModel.parse(xy, geometry=0, radius=np.full(2, 3.0), index=np.arange(2), transformations=systems)
+        return img, spots
+
+    def sdata(own_system):
+        (ia, sa), (ib, sb) = section("A", 10, own_system), section("B", 200, own_system)
+        table = ad.AnnData(
+            np.ones((4, 2), np.float32),
+            obs=pd.DataFrame(
+                {"region": pd.Categorical(["spots_a"] * 2 + ["spots_b"] * 2), "cell": [0, 1, 0, 1]},
+                index=["a0", "a1", "b0", "b1"],
+            ),
+        )
+        return sd.SpatialData(
+            images={"he_a": ia, "he_b": ib},
+            shapes={"spots_a": sa, "spots_b": sb},
+            tables={
+                "table": TableModel.parse(
+                    table, region=["spots_a", "spots_b"], region_key="region", instance_key="cell"
+                )
+            },
+        )
+
+    # Each section is also in "global" (as readers write it): its own system, holding its own image, wins.
+    a = rp.io.from_spatialdata(sdata(own_system=True))
+    assert a.obs["library_id"].astype(str).tolist() == ["A", "A", "B", "B"]
+    assert (
+        a.uns["spatial"]["A"]["images"]["hires"].max() == 10 and a.uns["spatial"]["B"]["images"]["hires"].min() == 200
+    )
+    # Only "global", with two images in it: which image is whose cannot be told, so it is refused.
+    with pytest.raises(ValueError, match="cannot be told"):
+        rp.io.from_spatialdata(sdata(own_system=False))

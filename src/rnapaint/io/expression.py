@@ -111,10 +111,12 @@ def read_expression_table(
     df.columns = df.columns.astype(str)
     check_unique(df.columns, f"gene names in {path.name}")
     check_unique(df.index, f"sample names in {path.name}")
-    nonnum = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    # pandas counts booleans as numeric; TRUE/FALSE columns are flags (a mutation call), not expression.
+    nonnum = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
     if nonnum:
         raise ValueError(
-            f"{path}: {len(nonnum)} genes hold non-numeric values (e.g. {nonnum[0]!r}); is the orientation right?"
+            f"{path}: {len(nonnum)} genes hold non-numeric or true/false values (e.g. {nonnum[0]!r}); is the "
+            "orientation right, and is this an expression table?"
         )
     values = df.to_numpy()
     is_int = np.issubdtype(values.dtype, np.integer)

@@ -162,20 +162,55 @@ def _pure_scale(m: np.ndarray, name: str, lib: str) -> float:
     return sx
 
 
+def _libraries(sdata: Any, regions: list[str]) -> dict[str, str]:
+    """The coordinate system each region's spots are read in: its library.
+
+    A region mapped to several systems takes one holding an image, preferring a system no other
+    region uses (readers often map every section to a shared ``"global"`` as well as its own).
+    Regions left sharing a system share its image, which is right when it holds one image (capture
+    areas of one slide) and ambiguous when it holds several.
+    """
+    from spatialdata.transformations import get_transformation
+
+    image_cs = {name: set(get_transformation(img, get_all=True)) for name, img in sdata.images.items()}
+    region_cs = {reg: list(get_transformation(sdata.shapes[reg], get_all=True)) for reg in regions}
+
+    def images_in(cs: str) -> list[str]:
+        return [name for name, systems in image_cs.items() if cs in systems]
+
+    lib = {}
+    for reg, systems in region_cs.items():
+        with_image = [cs for cs in systems if images_in(cs)]
+        own = [cs for cs in with_image if sum(cs in other for other in region_cs.values()) == 1]
+        lib[reg] = (own or with_image or systems)[0]
+    for cs in sorted(set(lib.values())):
+        shared = [reg for reg, c in lib.items() if c == cs]
+        if len(shared) > 1 and len(images_in(cs)) > 1:
+            raise ValueError(
+                f"Regions {shared} all lie in coordinate system {cs!r}, which holds {len(images_in(cs))} images "
+                f"({', '.join(images_in(cs))}): which image belongs to which section cannot be told. Give each "
+                "section its own coordinate system (spatialdata.transformations.set_transformation(element, "
+                "transform, to_coordinate_system=<section>) on its spots and its image), then convert."
+            )
+    return lib
+
+
 def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "spatial") -> ad.AnnData:
     """Spots of a :class:`spatialdata.SpatialData` as an AnnData with scanpy's ``uns['spatial']``.
 
     The table's regions must be circle (spot) elements; each region's coordinate system is one
-    library, whose image (the element of that system) becomes ``uns['spatial'][lib]['images']['hires']``
-    with the matching ``tissue_hires_scalef``. Spot centres, in that system's units, go to
-    ``obsm[spatial_key]``; ``obs['library_id']`` names each spot's library.
+    library (a region in several systems takes one holding an image, preferably its own rather than
+    one shared with other regions), whose image (the element of that system) becomes
+    ``uns['spatial'][lib]['images']['hires']`` with the matching ``tissue_hires_scalef``. Spot
+    centres, in that system's units, go to ``obsm[spatial_key]``; ``obs['library_id']`` names each spot's library.
 
     Raises
     ------
     ValueError
         If the table is missing or annotates no circles, or an image's transformation to its
         library is more than one scale factor (a translation, rotation, flip or unequal x/y
-        scales), which ``uns['spatial']`` cannot express.
+        scales), which ``uns['spatial']`` cannot express; or if several regions share a coordinate
+        system holding several images, so that no image can be assigned to a region.
     """
     from spatialdata.transformations import get_transformation
 
@@ -191,12 +226,15 @@ def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "s
     xy = np.full((out.n_obs, 2), np.nan)
     lib_of = np.empty(out.n_obs, dtype=object)
     spatial: dict[str, Any] = {}
-    for reg in pd.unique(out.obs[region_key].astype(str)):
+    regions = [str(r) for r in pd.unique(out.obs[region_key].astype(str))]
+    for reg in regions:
         if reg not in sdata.shapes:
             raise ValueError(f"Region {reg!r} is not a shapes element; rnapaint reads spots as circles.")
+    libraries = _libraries(sdata, regions)
+    for reg in regions:
         gdf = sdata.shapes[reg]
         transforms = get_transformation(gdf, get_all=True)
-        lib = next(iter(transforms))
+        lib = libraries[reg]
         m = transforms[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
         pts = np.c_[gdf.geometry.x.to_numpy(), gdf.geometry.y.to_numpy(), np.ones(len(gdf))] @ m.T
         rows = np.flatnonzero(out.obs[region_key].astype(str).to_numpy() == reg)

@@ -14,6 +14,10 @@ Blosc's decoder trusts the sizes in a frame's 16-byte header and never sees the 
 a truncated chunk file (a copy cut short, a full disk) can decode "successfully" into wrong pixels.
 Every chunk read here is checked first: the header's compressed size must be the file's length and
 its decoded size the tile's, otherwise the read raises ``ValueError`` (the store is damaged).
+
+zarr skips writing a chunk equal to the fill value, so a missing chunk file normally means "all
+black". Stores whose writer wrote every chunk (``TileStore`` marks its ``images`` array so) make a
+missing chunk an error instead: a deleted file is damage, not a black tile.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ class TileChunkReader:
     ----------
     array
         The zarr array (e.g. ``TileStore.images``).
+    missing
+        What a tile whose chunk was never stored reads as: ``"fill"`` (the fill value, zarr's own
+        behaviour) or ``"error"`` (``ValueError``; for arrays whose writer stored every chunk).
 
     Attributes
     ----------
@@ -53,8 +60,11 @@ class TileChunkReader:
         bytes of another store); else every read goes through zarr, which checks no frame sizes.
     """
 
-    def __init__(self, array):
+    def __init__(self, array, missing: str = "fill"):
+        if missing not in ("fill", "error"):
+            raise ValueError(f"missing must be 'fill' or 'error', got {missing!r}.")
         self.array = array
+        self.missing = missing
         self.shape = tuple(array.shape[1:])
         self._root: Path | None = None
         self._decompress = None
@@ -109,8 +119,13 @@ class TileChunkReader:
             out[...] = self.array[int(i)]
             return
         raw, path = self._raw(i)
-        if raw is None:  # zarr does not write chunks that equal the fill value
-            out.fill(int(self._fill))
+        if raw is None:
+            if self.missing == "error":
+                raise ValueError(
+                    f"Tile chunk {path} is missing, but this store's writer stored every tile: the store is "
+                    "damaged (a file was deleted or a copy is incomplete)."
+                )
+            out.fill(int(self._fill))  # zarr does not write chunks that equal the fill value
             return
         # Blosc decodes a frame cut short without complaint (it trusts the header): check the sizes.
         try:

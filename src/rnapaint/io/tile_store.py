@@ -25,9 +25,13 @@ import numpy as np
 import pandas as pd
 
 from .tile_chunks import TileChunkReader
+from .writer_lock import LOCK_FILE, WriterLock, check_no_writer
 
 COMMIT = "rnapaint_commit.json"
 FORMAT_VERSION = 1
+# Marks an images array whose writer stored every chunk (zarr would skip all-fill-value ones), so
+# that a missing chunk file reads as damage, not as a black tile. Stores made before it read as before.
+_EVERY_CHUNK = "rnapaint_every_chunk_written"
 _COLUMNS = {"x": "int64", "y": "int64", "mpp": "float32", "unit_code": "int32", "slide_code": "int32"}
 
 
@@ -53,7 +57,7 @@ def _existing_kind(path: Path) -> str:
     # zarr.json, some of the (empty) arrays and maybe a temp commit file; appends need a commit first,
     # so such a folder holds no tile.
     ours = {"zarr.json", "images", *_COLUMNS}
-    temp = {n for n in names if n.startswith(f".{COMMIT}.") and n.endswith(".tmp")}
+    temp = {n for n in names if n.startswith(f".{COMMIT}.") and n.endswith(".tmp")} | {LOCK_FILE}
     if "zarr.json" not in names or not names - temp <= ours:
         return "other"
     try:
@@ -81,6 +85,11 @@ class TileStore:
     Create with :meth:`create`, open with :meth:`open` (``mode="r"`` read-only, ``"a"`` append).
     ``store[i]`` / ``store[idx]`` returns tiles as numpy; ``store.table`` the committed table;
     ``store.indices(unit)`` the rows of one expression unit.
+
+    A store has one writer at a time: an ``"a"`` handle (and :meth:`create`) holds a lock until
+    :meth:`close` (or ``with TileStore.open(path, "a") as s: ...``, or the handle being deleted),
+    and a second writer raises :class:`~rnapaint.io.writer_lock.StoreBusyError`. Readers never wait:
+    they see the rows committed when they opened.
     """
 
     def __init__(self, path: str | os.PathLike, mode: str = "r"):
@@ -103,8 +112,23 @@ class TileStore:
             )
             raise ValueError(f"{self.path} is not a rnapaint TileStore ({COMMIT} is missing).{hint}")
         self.mode = mode
+        # The lock comes before reading the commit, so a writer starts from the last writer's rows.
+        self._lock = WriterLock(self.path) if mode == "a" else None
         self._group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
         self._load_commit()
+
+    def close(self) -> None:
+        """Release the writer lock; the handle becomes read-only. Safe to call twice."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        self.mode = "r"
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -140,8 +164,10 @@ class TileStore:
             if kind == "store":
                 if not overwrite:
                     raise FileExistsError(f"{path} exists; open it with TileStore.open or pass overwrite=True.")
+                check_no_writer(path)  # never delete a store another writer is filling
                 shutil.rmtree(path)
             elif kind == "unfinished":
+                check_no_writer(path)  # another process may be creating it right now
                 shutil.rmtree(path)  # only a group and empty arrays: nothing of value
             elif kind == "other":
                 raise FileExistsError(
@@ -150,13 +176,15 @@ class TileStore:
                 )
             # "empty": create into it
         g = zarr.open_group(str(path), mode="w")
-        g.create_array(
+        images = g.create_array(
             "images",
             shape=(0, tile_size, tile_size, 3),
             chunks=(1, tile_size, tile_size, 3),
+            shards=None,  # one file a tile: TileChunkReader reads it directly (zarr plans auto-sharding)
             dtype="uint8",
             compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
         )
+        images.attrs[_EVERY_CHUNK] = True
         for name, dtype in _COLUMNS.items():
             g.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
         g.attrs["rnapaint"] = {"format_version": FORMAT_VERSION, "tile_size": int(tile_size)}
@@ -247,11 +275,13 @@ class TileStore:
         """Fast whole-tile reads (:class:`~rnapaint.io.tile_chunks.TileChunkReader`); no bounds checks."""
         # A read-only handle's array never grows: keep one reader. A writer's array does, and zarr's
         # array object caches its shape, so take a fresh one.
-        if self.mode == "r":
-            if getattr(self, "_reader", None) is None:
-                self._reader = TileChunkReader(self.images)
+        if self.mode == "r" and getattr(self, "_reader", None) is not None:
             return self._reader
-        return TileChunkReader(self.images)
+        images = self.images
+        reader = TileChunkReader(images, missing="error" if images.attrs.get(_EVERY_CHUNK) else "fill")
+        if self.mode == "r":
+            self._reader = reader
+        return reader
 
     @property
     def table(self) -> pd.DataFrame:
@@ -351,7 +381,9 @@ class TileStore:
             "slide_code": self._code(slides, sidx, table["slide"]),
         }
         if k:
-            arr = self.images
+            # Store all-black tiles too (zarr skips chunks equal to the fill value), so that a missing
+            # chunk can be told from a black tile.
+            arr = self.images.with_config({"write_empty_chunks": True})
             if arr.shape[0] < n1:
                 arr.resize((n1, ts, ts, 3))
             arr[n0:n1] = images

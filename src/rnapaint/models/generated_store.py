@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.tile_store import COMMIT, TileStore
+from ..io.writer_lock import check_no_writer
 
 #: What ``generate(..., sink=)`` calls per batch: ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))``.
 Sink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -84,6 +85,7 @@ class GeneratedTileWriter:
             pd.DataFrame(columns=["unit", "slide", "x", "y", "mpp"]),
             slide_done=self.source,
         )
+        self.store.close()
         _recover(self.path)
         old = _old_path(self.path)
         if self.path.exists():
@@ -103,6 +105,7 @@ class GeneratedTileWriter:
 
     def abort(self) -> None:
         """Remove the partial store (after a failed generation)."""
+        self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -113,6 +116,8 @@ def _check_replaceable(path: Path) -> None:
             f"{path} exists and is not a rnapaint TileStore: it is not replaced, even with overwrite=True; "
             "pick another path."
         )
+    if path.is_dir():
+        check_no_writer(path)  # a store another writer is filling is not swapped away under it
 
 
 def _old_path(path: Path) -> Path:

@@ -44,6 +44,13 @@ class _Source:
             self.height = self.image.shape[0] / self.scale
             self.width = self.image.shape[1] / self.scale
 
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.slide is not None:  # an open slide holds a file handle (and openslide's caches)
+            self.slide.close()
+
     def patch(self, x0: float, y0: float, size: int) -> np.ndarray:
         if self.slide is not None:
             return self.slide.read_region(int(x0), int(y0), 0, size, size)
@@ -146,32 +153,36 @@ def spot_tiles(
     patches = None if store is not None else np.zeros((adata.n_obs, 1, edge, edge, 3), np.uint8)
     ts = TileStore.create(store, edge, overwrite=overwrite) if store is not None else None
     sources = {}
-    for lib in tqdm(pd.unique(spot_lib[~no_image]), desc="spot patches", disable=not progress_bar):
-        src = _Source(lib, adata.uns["spatial"][lib])
-        sources[lib] = src.name
-        rows = np.flatnonzero(spot_lib == lib)
-        out = (x0[rows] < 0) | (y0[rows] < 0) | (x0[rows] + size > src.width) | (y0[rows] + size > src.height)
-        outside[rows] = out
-        inside = rows[~out]
-        tiles = np.zeros((len(inside), edge, edge, 3), np.uint8)
-        for j, r in enumerate(inside):
-            tiles[j] = _resized(src.patch(x0[r], y0[r], size), edge)
+    try:
+        for lib in tqdm(pd.unique(spot_lib[~no_image]), desc="spot patches", disable=not progress_bar):
+            with _Source(lib, adata.uns["spatial"][lib]) as src:
+                sources[lib] = src.name
+                rows = np.flatnonzero(spot_lib == lib)
+                out = (x0[rows] < 0) | (y0[rows] < 0) | (x0[rows] + size > src.width) | (y0[rows] + size > src.height)
+                outside[rows] = out
+                inside = rows[~out]
+                tiles = np.zeros((len(inside), edge, edge, 3), np.uint8)
+                for j, r in enumerate(inside):
+                    tiles[j] = _resized(src.patch(x0[r], y0[r], size), edge)
+                if ts is not None:
+                    ts.append(
+                        tiles,
+                        pd.DataFrame(
+                            {
+                                "unit": adata.obs_names[inside],
+                                "slide": src.name,
+                                "x": x0[inside].astype(np.int64),
+                                "y": y0[inside].astype(np.int64),
+                                "mpp": src.mpp * size / edge,
+                            }
+                        ),
+                        slide_done=src.name,
+                    )
+                else:
+                    patches[inside, 0] = tiles
+    finally:
         if ts is not None:
-            ts.append(
-                tiles,
-                pd.DataFrame(
-                    {
-                        "unit": adata.obs_names[inside],
-                        "slide": src.name,
-                        "x": x0[inside].astype(np.int64),
-                        "y": y0[inside].astype(np.int64),
-                        "mpp": src.mpp * size / edge,
-                    }
-                ),
-                slide_done=src.name,
-            )
-        else:
-            patches[inside, 0] = tiles
+            ts.close()  # release the writer lock, also when a patch cannot be read
     adata.obs[f"{key_added}_outside"] = outside
     adata.obs[f"{key_added}_no_image"] = no_image
     if patches is not None:

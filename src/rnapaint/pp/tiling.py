@@ -197,24 +197,25 @@ def tile_one_slide(
             rng = np.random.default_rng([params.seed, zlib.crc32(Path(path).name.encode())])
             order = rng.permutation(len(cand))
             limit = params.max_tiles if params.max_tiles is not None else len(cand)
-            store = TileStore.create(staging, params.tile_size, overwrite=True)
-            batch, meta, kept = [], [], 0
-            for k in order:
-                if kept >= limit:
-                    break
-                r = cand.iloc[k]
-                tile = read_tile(slide, int(r.x), int(r.y), info, params.tile_size)
-                bg = float(background_fraction(tile, info["grey_threshold"], info["sat_threshold"]))
-                if bg > params.max_background or float(contrast(tile)) < params.min_contrast:
-                    continue
-                batch.append(tile)
-                meta.append((unit, key, int(r.x), int(r.y), params.mpp))
-                kept += 1
-                if len(batch) == 256:
-                    store.append(np.stack(batch), pd.DataFrame(meta, columns=["unit", "slide", "x", "y", "mpp"]))
-                    batch, meta = [], []
-            if batch:
-                store.append(np.stack(batch), pd.DataFrame(meta, columns=["unit", "slide", "x", "y", "mpp"]))
+            columns = ["unit", "slide", "x", "y", "mpp"]
+            with TileStore.create(staging, params.tile_size, overwrite=True) as store:
+                batch, meta, kept = [], [], 0
+                for k in order:
+                    if kept >= limit:
+                        break
+                    r = cand.iloc[k]
+                    tile = read_tile(slide, int(r.x), int(r.y), info, params.tile_size)
+                    bg = float(background_fraction(tile, info["grey_threshold"], info["sat_threshold"]))
+                    if bg > params.max_background or float(contrast(tile)) < params.min_contrast:
+                        continue
+                    batch.append(tile)
+                    meta.append((unit, key, int(r.x), int(r.y), params.mpp))
+                    kept += 1
+                    if len(batch) == 256:
+                        store.append(np.stack(batch), pd.DataFrame(meta, columns=columns))
+                        batch, meta = [], []
+                if batch:
+                    store.append(np.stack(batch), pd.DataFrame(meta, columns=columns))
             result.update(n=kept, n_grid=len(grid), n_candidates=len(cand), level=info["level"])
             if kept == 0:
                 result["error"] = "no tissue: no tile passed the background and contrast filters"
@@ -340,72 +341,74 @@ def tile_slides(
     params = TilingParams(tile_size, mpp, max_tiles, max_background, min_contrast, seed)
     store_path = Path(store)
     ts = TileStore.open(store_path, "a") if (store_path / COMMIT).is_file() else TileStore.create(store_path, tile_size)
-    if ts.tile_size != tile_size:
-        raise ValueError(f"{store_path} holds {ts.tile_size}px tiles, not {tile_size}px.")
-    # A resumed run must cut tiles the way the first did, or one store would mix resolutions.
-    wanted = {k: v for k, v in asdict(params).items() if k != "thumbnail_size"}
-    recorded = dict(ts.attrs.get("tiling", {}))
-    differ = sorted(k for k in wanted if k in recorded and recorded[k] != wanted[k])
-    if differ:
-        was = ", ".join(f"{k}={recorded[k]}" for k in differ)
-        raise ValueError(
-            f"{store_path} was tiled with other settings ({was}); use the same settings to resume, or another store."
-        )
-    if not recorded:
-        ts.attrs["tiling"] = wanted
-    # Finished slides are known by their real path (stores written before kept the path as given).
-    done_keys = {os.path.realpath(k) for k in ts.done_slides}
-    have_tiles = set(ts.units)
-    todo, elsewhere = [], []
-    for u, p, k in zip(adata.obs_names, paths, keys, strict=True):
-        if k in done_keys:
-            continue
-        if u in have_tiles:  # its tiles came from a slide recorded under another path: never tile a unit twice
-            elsewhere.append(u)
-            continue
-        todo.append((u, p, k))
-    if elsewhere:
-        logger.warning(
-            f"{len(elsewhere)} units already have tiles in {store_path} from a slide recorded under another "
-            f"path (e.g. {elsewhere[0]!r}); they are not tiled again. Use another store to tile them anew."
-        )
-    logger.info(f"Tiling {len(todo)} slides ({len(paths) - len(todo)} already in {store_path}).")
-    # Staging lives at one fixed place inside the store and is cleared at the start, so what a killed
-    # run left there (one writer per store at a time) never piles up.
-    staging_root = store_path / STAGING
-    shutil.rmtree(staging_root, ignore_errors=True)
-    staging_root.mkdir()
-
-    def mpp_of(p: str, k: str) -> float | None:
-        if isinstance(slide_mpp, dict):
-            for name in (p, k, Path(p).name):
-                if name in slide_mpp:
-                    return slide_mpp[name]
-            return None
-        return slide_mpp
-
-    jobs = [(p, u, str(staging_root / f"s{i}.zarr"), params, mpp_of(p, k), k) for i, (u, p, k) in enumerate(todo)]
-    own_pool = None
-    try:
-        if client is None and n_jobs > 1 and len(jobs) > 1:
-            import multiprocessing as mp
-
-            own_pool = client = ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"))
-        if client is None:
-            results = (tile_one_slide(*j) for j in jobs)
-        else:
-            futures = [client.submit(tile_one_slide, *j) for j in jobs]
-            results = (f.result() for f in futures)
-        for res in tqdm(results, total=len(jobs), desc="tiling slides", disable=not progress_bar):
-            if res["error"] is not None:
-                ts.mark_failed(res["slide"], res["error"])
-                logger.warning(f"Could not tile {res['slide']}: {res['error']}")
-            else:
-                _merge(ts, res)
-    finally:
-        if own_pool is not None:
-            own_pool.shutdown()
+    with ts:  # holds the store's writer lock; released even when a check below raises
+        if ts.tile_size != tile_size:
+            raise ValueError(f"{store_path} holds {ts.tile_size}px tiles, not {tile_size}px.")
+        # A resumed run must cut tiles the way the first did, or one store would mix resolutions.
+        wanted = {k: v for k, v in asdict(params).items() if k != "thumbnail_size"}
+        recorded = dict(ts.attrs.get("tiling", {}))
+        differ = sorted(k for k in wanted if k in recorded and recorded[k] != wanted[k])
+        if differ:
+            was = ", ".join(f"{k}={recorded[k]}" for k in differ)
+            raise ValueError(
+                f"{store_path} was tiled with other settings ({was}); use the same settings to resume, "
+                "or another store."
+            )
+        if not recorded:
+            ts.attrs["tiling"] = wanted
+        # Finished slides are known by their real path (stores written before kept the path as given).
+        done_keys = {os.path.realpath(k) for k in ts.done_slides}
+        have_tiles = set(ts.units)
+        todo, elsewhere = [], []
+        for u, p, k in zip(adata.obs_names, paths, keys, strict=True):
+            if k in done_keys:
+                continue
+            if u in have_tiles:  # its tiles came from a slide recorded under another path: never tile a unit twice
+                elsewhere.append(u)
+                continue
+            todo.append((u, p, k))
+        if elsewhere:
+            logger.warning(
+                f"{len(elsewhere)} units already have tiles in {store_path} from a slide recorded under another "
+                f"path (e.g. {elsewhere[0]!r}); they are not tiled again. Use another store to tile them anew."
+            )
+        logger.info(f"Tiling {len(todo)} slides ({len(paths) - len(todo)} already in {store_path}).")
+        # Staging lives at one fixed place inside the store and is cleared at the start (this run holds the
+        # writer lock), so what a killed run left there never piles up.
+        staging_root = store_path / STAGING
         shutil.rmtree(staging_root, ignore_errors=True)
+        staging_root.mkdir()
+
+        def mpp_of(p: str, k: str) -> float | None:
+            if isinstance(slide_mpp, dict):
+                for name in (p, k, Path(p).name):
+                    if name in slide_mpp:
+                        return slide_mpp[name]
+                return None
+            return slide_mpp
+
+        jobs = [(p, u, str(staging_root / f"s{i}.zarr"), params, mpp_of(p, k), k) for i, (u, p, k) in enumerate(todo)]
+        own_pool = None
+        try:
+            if client is None and n_jobs > 1 and len(jobs) > 1:
+                import multiprocessing as mp
+
+                own_pool = client = ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"))
+            if client is None:
+                results = (tile_one_slide(*j) for j in jobs)
+            else:
+                futures = [client.submit(tile_one_slide, *j) for j in jobs]
+                results = (f.result() for f in futures)
+            for res in tqdm(results, total=len(jobs), desc="tiling slides", disable=not progress_bar):
+                if res["error"] is not None:
+                    ts.mark_failed(res["slide"], res["error"])
+                    logger.warning(f"Could not tile {res['slide']}: {res['error']}")
+                else:
+                    _merge(ts, res)
+        finally:
+            if own_pool is not None:
+                own_pool.shutdown()
+            shutil.rmtree(staging_root, ignore_errors=True)
     per_unit = np.bincount(ts.unit_codes(), minlength=len(ts.units))
     count_of = dict(zip(ts.units, per_unit.tolist(), strict=True))
     adata = adata.copy() if copy else adata
