@@ -1,0 +1,65 @@
+"""The GPU benchmark scripts still run, at toy sizes on the CPU.
+
+They run on a GPU only when a session has one, with minutes counted; a script broken by a library
+change would waste them. These runs check that each script finishes and reports what its README table
+needs. They do not check speed (that is what the scripts are for, on the GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, tmp_path) -> dict:
+    out = tmp_path / f"{script}.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / f"{script}.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def test_gan_benchmark_runs(tmp_path):
+    small = ["--device", "cpu", "--size", "64", "--width", "8", "--latent", "64", "--steps", "2", "--warmup", "1"]
+    tiny = ["--store-tiles", "64", "--gen-tiles", "64", "--big-batch", "16", "--workers", "1", "--gp-every", "4"]
+    rows = _run("gan", *small, *tiny, tmp_path=tmp_path)["rows"]
+    kinds = {(r["what"], r.get("gp_every", 1)) for r in rows}
+    assert {("train", 1), ("train", 4), ("generate", 1)} <= kinds  # plain, lazy gradient penalty, generation
+    assert all(r["tiles_per_s"] > 0 for r in rows)
+
+
+def test_diffusion_benchmark_runs(tmp_path):
+    d = _run("diffusion", "--quick", tmp_path=tmp_path)
+    for key in ("train_reference_eager", "train_reference_tuned", "train_base_eager", "train_base_tuned"):
+        assert d[key]["tiles_per_s"] > 0 and d[key]["gflop_per_tile"] > 0
+    assert d["cascade"]["tiles_per_s"] > 0 and d["cascade"]["image_size"] > d["cascade"]["base_size"]
+
+
+def test_tiles_benchmark_runs(tmp_path, data_root):
+    slide = data_root / "wsi" / "CMU-1-Small-Region.svs"
+    args = ["--slide", str(slide), "--copies", "1", "--jobs", "1", "--workers", "1", "--store-tiles", "64"]
+    rows = _run(
+        "tiles",
+        *args,
+        "--batches",
+        "2",
+        "--batch-size",
+        "16",
+        "--augment-on",
+        "device",
+        "worker",
+        "none",
+        tmp_path=tmp_path,
+    )["rows"]
+    assert {r["what"] for r in rows} == {"tile_slides", "loader"}
+    assert {r["augment_on"] for r in rows if r["what"] == "loader"} == {"device", "worker", "none"}
+    assert all(r["tiles"] > 0 and r["tiles_per_s"] > 0 for r in rows)
