@@ -116,6 +116,11 @@ def test_evaluate_bad_input(toy):
     unlabelled.obs.iloc[[3, 200], unlabelled.obs.columns.get_loc("group")] = np.nan
     with pytest.raises(ValueError, match="missing for 2 of the training and test units"):
         rp.tl.evaluate(unlabelled, ["faithful"], label_key="group", encoder=ColourStats())
+    nan_rep = toy.copy()
+    nan_rep.obsm["X_vae"] = nan_rep.obsm["X_vae"].copy()
+    nan_rep.obsm["X_vae"][np.flatnonzero(toy.obs["split"] == "train")[0], 0] = np.nan
+    with pytest.raises(ValueError, match=r"obsm\['X_vae'\] holds NaN .* for 1 of"):
+        rp.tl.evaluate(nan_rep, ["faithful"], encoder=ColourStats())
     with pytest.raises(ValueError, match="not in the report"):
         rp.pl.evaluation(
             rp.tl.evaluate(toy, ["faithful"], encoder=ColourStats(), nuclei=False, n_boot=0),

@@ -55,6 +55,16 @@ def test_fidelity_with_encoder_and_bad_input():
     assert s5.n_train == 160 and s5.accuracy == 1.0
     d5 = rp.metrics.fidelity_difference(five_d, lab, tiles, tiles[::-1], lab, encoder=Mean(), n_boot=10)
     assert d5.difference == pytest.approx(1.0 - np.mean(lab == lab[::-1]))
+    # ... but features (or 4-D tiles) need one label each: half as many labels is an error, not a repeat
+    feats = Mean().encode(tiles)
+    with pytest.raises(ValueError, match="80 real tiles but 40 real_labels"):
+        rp.metrics.condition_fidelity(feats, lab[::2], feats, lab)
+    with pytest.raises(ValueError, match="80 real tiles but 40 real_labels"):
+        rp.metrics.fidelity_difference(feats, lab[::2], feats, feats, lab, n_boot=10)
+    with pytest.raises(ValueError, match="synthetic_tiles is empty"):
+        rp.metrics.condition_fidelity(feats, lab, feats[:0], lab[:0])
+    with pytest.raises(ValueError, match="query_expression is empty"):
+        rp.metrics.retrieval(feats, feats, feats[:0], feats[:0])
     # missing labels are refused, not scored as a class named "nan"
     holey = lab.astype(object)
     holey[5] = None

@@ -95,6 +95,17 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
     test = toy[toy.obs["split"] == "test"].copy()
     test.uns["tiles"] = {"store": "keep me"}  # what spot_tiles / tile_slides record
     rp.tl.generate(test, m, n_per_obs=2, seed=5)
+    for bad, match in [
+        ({"n_per_obs": 0}, "must be ≥ 1"),
+        ({"batch_size": 0}, "must be ≥ 1"),
+        ({"key_added": "tiles"}, "would overwrite"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            rp.tl.generate(test, m, **bad)
+    dup = test[[0, 0]].copy()
+    with pytest.raises(ValueError, match="must be unique"):
+        rp.tl.generate(dup, m, store=tmp_path / "dup.zarr")
+    assert not (tmp_path / "dup.zarr").exists()
     assert test.uns["tiles"] == {"store": "keep me"} and test.uns["tiles_generation"]["n_per_obs"] == 2
     np.testing.assert_array_equal(loaded.generate(test, n_per_obs=2, seed=5), test.obsm["X_tiles"])
     # A profile with no latent yet is encoded by the β-VAE the generator carries.
@@ -208,6 +219,23 @@ def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
         other.train(max_steps=10, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
     fig = rp.pl.history(m)
     assert {ax.get_title() for ax in fig.axes} >= {"critic loss", "gradient penalty"}
+
+
+def test_resumed_run_uses_its_own_optimizer_settings(toy, tmp_path):
+    small = toy[:64].copy()
+    kw = {"batch_size": 16, "checkpoint_dir": tmp_path / "c", "num_workers": 0, "progress_bar": False}
+    TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16).train(max_steps=2, **kw)
+    m = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
+    m.train(max_steps=4, lr_g=1e-5, lr_d=2e-5, betas=(0.0, 0.9), **kw)
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert m.train_info["resumed_from"] == 2 and meta["step"] == 4
+    # The checkpoint's settings (1e-3 / 4e-3, betas (0.5, 0.999)) no longer come back with its state.
+    assert meta["opt_g"]["param_groups"][0]["lr"] == 1e-5 and meta["opt_d"]["param_groups"][0]["lr"] == 2e-5
+    assert meta["opt_g"]["param_groups"][0]["betas"] == [0.0, 0.9]
+    # ... while the state (Adam's moments and step counts) still does: 2 + 2 critic steps.
+    from safetensors.numpy import load_file
+
+    assert load_file(tmp_path / "c" / "model.safetensors")["opt_d.0.step"][0] == 4
 
 
 def test_lazy_gradient_penalty_runs_every_k_steps(toy, monkeypatch):

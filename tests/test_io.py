@@ -162,3 +162,64 @@ def test_load_model_finishes_an_interrupted_swap(tmp_path):
     with pytest.raises(ValueError, match="holds a 'SomethingElse' model"):  # not "config.json is missing"
         load_model(tmp_path / "m")
     assert (tmp_path / "m" / "config.json").is_file() and not (tmp_path / ".m.old").exists()
+
+
+def test_overwrite_replaces_only_a_model_directory(tmp_path):
+    w = {"a": np.ones(3, np.float32)}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "precious.csv").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"not a rnapaint model directory.*even with overwrite=True"):
+        save_model_files(results, w, {}, overwrite=True)
+    assert (results / "precious.csv").read_text() == "keep me"
+    rp.io.TileStore.create(tmp_path / "tiles.zarr", 8).close()
+    with pytest.raises(FileExistsError, match="not a rnapaint model directory"):
+        save_model_files(tmp_path / "tiles.zarr", w, {}, overwrite=True)
+    assert len(rp.io.TileStore.open(tmp_path / "tiles.zarr")) == 0
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a rnapaint model directory"):
+        save_model_files(tmp_path / "file", w, {}, overwrite=True)
+    (tmp_path / "empty").mkdir()
+    save_model_files(tmp_path / "empty", w, {"v": 1})  # an empty folder is written into
+    assert load_model_files(tmp_path / "empty")[1]["v"] == 1
+    # A model with a nested model (a generator's VAE) is replaced; one a user added files to is not.
+    children = {"vae": lambda p: save_model_files(p, w, {"child": True})}
+    save_model_files(tmp_path / "m", w, {"v": 1}, children=children)
+    save_model_files(tmp_path / "m", w, {"v": 2}, overwrite=True, children=children)
+    assert load_model_files(tmp_path / "m")[1]["v"] == 2 and load_model_files(tmp_path / "m" / "vae")[1]["child"]
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"also holds 'notes\.txt'"):
+        save_model_files(tmp_path / "m", w, {"v": 3}, overwrite=True)
+    assert (tmp_path / "m" / "notes.txt").is_file()
+
+
+def test_binary_or_newer_model_config_is_refused_naming_the_file(tmp_path):
+    from rnapaint.io.model_files import read_config
+
+    save_model_files(tmp_path / "m", {"w": np.ones(2)}, {"v": 1})
+    cfg = tmp_path / "m" / "config.json"
+    text = cfg.read_text()
+    cfg.write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(ValueError, match=r"m/config.json is not UTF-8"):
+        load_model_files(tmp_path / "m")
+    cfg.write_text(text.replace('"format_version": 1', '"format_version": 7'))
+    msg = r"config.json was written by a newer rnapaint \(format 7 > 1\); upgrade rnapaint"
+    with pytest.raises(ValueError, match=msg):
+        load_model_files(tmp_path / "m")
+    with pytest.raises(ValueError, match=msg):
+        read_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("t.tsv.gz", gzip.compress("".join(f"G{i}\t{i}\t2\n" for i in range(9000)).encode())[:9000]),  # cut short
+        ("b.gct", b"#1.2\n1\t2\n\xff\xfe\x00\x81 binary"),
+        ("c.gct.gz", gzip.compress(b"#1.2\n1\t2\nName\tDescription\tS1\tS2\n" + b"G\tx\t1\t2\n" * 500)[:80]),
+    ],
+    ids=["truncated-gz", "binary-gct", "truncated-gct-gz"],
+)
+def test_truncated_gzip_and_binary_files_name_the_file(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=rf"Could not parse .*{name}"):
+        rp.io.read_expression_table(tmp_path / name)

@@ -198,3 +198,27 @@ def test_split_bad_arguments(small_adata):
         rp.pp.split(small_adata, fractions=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="no column"):
         rp.pp.split(small_adata, stratify="nope")
+
+
+def test_split_refuses_duplicated_obs_names_and_overwriting_its_inputs(small_adata):
+    a = small_adata.copy()
+    a.obs_names = [f"s{i % 10}" for i in range(a.n_obs)]
+    snap = _snapshot(a)
+    with pytest.raises(ValueError, match=r"obs names must be unique.*\(50 rows repeat an earlier name, e.g. 's0'\)"):
+        rp.pp.split(a)
+    assert _unchanged(a, snap)
+    b = small_adata
+    for kw in ({"stratify": "group"}, {"stratify": ["split"]}, {"groups": "split"}):
+        key = kw.get("groups") or kw["stratify"]
+        key = key if isinstance(key, str) else key[0]
+        with pytest.raises(ValueError, match=f"key_added='{key}' is also a stratify/groups column"):
+            rp.pp.split(b, key_added=key, **kw)
+    assert b.obs["group"].tolist() == ["a"] * 30 + ["b"] * 30
+
+
+@pytest.mark.parametrize("max_value", [0, -1, -0.5, float("nan")])
+def test_zscore_refuses_a_cap_that_is_not_positive(small_adata, max_value):
+    snap = _snapshot(small_adata)
+    with pytest.raises(ValueError, match="max_value must be a positive number"):
+        rp.pp.zscore(small_adata, max_value=max_value)
+    assert _unchanged(small_adata, snap)

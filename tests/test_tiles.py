@@ -873,3 +873,170 @@ def test_from_spatialdata_keeps_sections_that_also_share_a_global_system_apart()
     # Only "global", with two images in it: which image is whose cannot be told, so it is refused.
     with pytest.raises(ValueError, match="cannot be told"):
         rp.io.from_spatialdata(sdata(own_system=False))
+
+
+# ---------------------------------------------------------------- refusals found by an audit
+def test_tile_store_refuses_non_finite_origins_and_non_integer_tile_size(tmp_path):
+    s = rp.data.TileStore.create(tmp_path / "s.zarr", 8)
+    for bad in (np.nan, np.inf):
+        row = {"unit": ["u", "v"], "slide": "s", "x": [bad, 5.0], "y": 0, "mpp": 0.5}
+        with pytest.raises(ValueError, match="'x' holds 1 NaN or infinite"):
+            s.append(np.zeros((2, 8, 8, 3), np.uint8), pd.DataFrame(row))
+    assert len(s) == 0
+    # Generated tiles have no µm/px: NaN mpp is fine.
+    s.append(np.zeros((1, 8, 8, 3), np.uint8), pd.DataFrame({**_ROW, "x": 3.0, "mpp": np.nan}))
+    assert s.table["x"].tolist() == [3]
+    s.close()
+    for size in (16.7, "16", 16.0, True):
+        with pytest.raises(ValueError, match="tile_size must be a positive integer"):
+            rp.data.TileStore.create(tmp_path / "f.zarr", size)
+        assert not (tmp_path / "f.zarr").exists()  # nothing written
+
+
+def _damage_commit(p):
+    (p / "rnapaint_commit.json").write_bytes(b"\xff\xfe")
+
+
+def _drop_commit_key(p):
+    c = json.loads((p / "rnapaint_commit.json").read_text())
+    del c["slides"]
+    (p / "rnapaint_commit.json").write_text(json.dumps(c))
+
+
+def _fewer_units(p):
+    c = json.loads((p / "rnapaint_commit.json").read_text())
+    c["units"] = c["units"][:1]
+    (p / "rnapaint_commit.json").write_text(json.dumps(c))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _damage_commit,
+        _drop_commit_key,
+        _fewer_units,
+        lambda p: (p / "images" / "zarr.json").write_text("{garbage"),
+        lambda p: (p / "zarr.json").unlink(),
+    ],
+    ids=["commit-not-utf8", "commit-key-missing", "codes-past-units", "images-meta-corrupt", "root-meta-missing"],
+)
+def test_open_names_a_damaged_store(tmp_path, damage):
+    p = tmp_path / "s.zarr"
+    with rp.data.TileStore.create(p, 8) as s:
+        s.append(np.ones((3, 8, 8, 3), np.uint8), pd.DataFrame({**_ROW, "unit": ["a", "b", "c"], "x": [0, 1, 2]}))
+    damage(p)
+    for mode in ("r", "a"):
+        with pytest.raises(ValueError, match=r"s.zarr is a damaged rnapaint TileStore"):
+            rp.data.TileStore.open(p, mode)
+
+
+def _spots_adata(n=6, libs=("L1",)):
+    """Spots in the middle of a 100 px RGB image per library (full resolution = hires)."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(
+        X=np.ones((n * len(libs), 2), np.float32),
+        obs=pd.DataFrame({"library_id": np.repeat(libs, n)}, index=[f"s{i}" for i in range(n * len(libs))]),
+    )
+    a.obsm["spatial"] = rng.uniform(30, 70, (a.n_obs, 2))
+    a.uns["spatial"] = {
+        lib: {
+            "images": {"hires": rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)},
+            "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 10.0},
+        }
+        for lib in libs
+    }
+    return a
+
+
+def test_spot_tiles_store_is_moved_into_place_only_when_complete(tmp_path):
+    a = _spots_adata(libs=("L1", "L2"))
+    (tmp_path / "bad.jpg").write_bytes(b"xx")
+    a.uns["spatial"]["L2"]["metadata"] = {"source_image_path": str(tmp_path / "bad.jpg")}
+    store = tmp_path / "out" / "p.zarr"
+    store.parent.mkdir()
+    with pytest.raises(ValueError, match=r"bad\.jpg"):  # the second library cannot be read
+        rp.pp.spot_tiles(a, size=16, store=store, progress_bar=False)
+    assert list(store.parent.iterdir()) == []  # no half store, no hidden leftovers
+    a.uns["spatial"]["L2"]["metadata"] = {}
+    rp.pp.spot_tiles(a, size=16, store=store, progress_bar=False)  # the rerun is not blocked
+    assert len(rp.data.TileStore.open(store)) == a.n_obs
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        rp.pp.spot_tiles(a, size=16, store=store, progress_bar=False)
+    rp.pp.spot_tiles(a, size=16, out_size=8, store=store, overwrite=True, progress_bar=False)
+    assert rp.data.TileStore.open(store).tile_size == 8 and [p.name for p in store.parent.iterdir()] == ["p.zarr"]
+    user = tmp_path / "results"
+    user.mkdir()
+    (user / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not a rnapaint TileStore"):
+        rp.pp.spot_tiles(a, size=16, store=user, overwrite=True, progress_bar=False)
+    assert (user / "keep.txt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"size": 0}, "size must be a positive integer"),
+        ({"size": -8}, "size must be a positive integer"),
+        ({"size": 32.5}, "size must be a positive integer"),
+        ({"size": 16, "out_size": 0}, "out_size must be a positive integer"),
+        ({"size": 16, "key_added": "spatial"}, "key_added='spatial' is the obsm key of the spot coordinates"),
+    ],
+)
+def test_spot_tiles_refuses_bad_settings(kw, match):
+    a = _spots_adata()
+    with pytest.raises(ValueError, match=match):
+        rp.pp.spot_tiles(a, progress_bar=False, **kw)
+    assert a.obsm["spatial"].shape == (a.n_obs, 2) and "tiles" not in a.obsm
+
+
+@pytest.mark.parametrize("shape", [(100, 100), (100, 100, 1)], ids=["HxW", "HxWx1"])
+def test_spot_tiles_refuses_a_greyscale_image(shape):
+    a = _spots_adata()
+    a.uns["spatial"]["L1"]["images"]["hires"] = np.zeros(shape, np.uint8)
+    with pytest.raises(ValueError, match="must be RGB"):
+        rp.pp.spot_tiles(a, size=16, progress_bar=False)
+
+
+def test_duplicated_obs_names_are_refused_where_they_name_tiles(tmp_path):
+    a = _spots_adata()
+    a.obs_names = ["x"] * a.n_obs
+    with pytest.raises(ValueError, match="obs names are the tiles' units and must be unique"):
+        rp.pp.spot_tiles(a, size=16, store=tmp_path / "s.zarr", progress_bar=False)
+    assert not (tmp_path / "s.zarr").exists()
+    b = _spots_adata()
+    rp.pp.spot_tiles(b, size=16, store=tmp_path / "s.zarr", progress_bar=False)
+    b.obs_names = ["u"] * b.n_obs
+    with pytest.raises(ValueError, match="obs names are the tiles' units and must be unique"):
+        rp.data.PairedTiles(tmp_path / "s.zarr", b)
+    with pytest.raises(ValueError, match="obs names are the tiles' units and must be unique"):
+        rp.data.PairedTiles(np.ones((b.n_obs, 1, 8, 8, 3), np.uint8), b)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [(0, 1, 4, 2, 3), "rgba", "non-square", "grey"],
+    ids=["channels-first", "rgba", "non-square", "one-channel"],
+)
+def test_paired_tiles_refuse_arrays_that_are_not_square_rgb(layout):
+    t = np.ones((4, 1, 8, 8, 3), np.uint8)
+    x = (
+        {
+            "rgba": np.concatenate([t, t[..., :1]], -1),
+            "non-square": t[:, :, :, :4],
+            "grey": t[..., :1],
+        }.get(layout)
+        if isinstance(layout, str)
+        else t.transpose(layout)
+    )
+    a = ad.AnnData(X=np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"tiles must be uint8 \(n_obs=4, k, H, W, 3\) with H == W"):
+        rp.data.PairedTiles(np.ascontiguousarray(x), a)
+
+
+def test_to_spatialdata_refuses_to_drop_obs_columns_it_would_replace():
+    pytest.importorskip("spatialdata")
+    for col in ("region", "instance_id"):
+        a = _spots_adata()
+        a.obs[col] = "cortex"
+        with pytest.raises(ValueError, match=f"adata.obs has a column '{col}'.*Rename it first"):
+            rp.io.to_spatialdata(a)

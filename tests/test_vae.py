@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -59,11 +60,13 @@ def test_save_load_roundtrip_and_gene_check(trained, tmp_path):
     np.testing.assert_array_equal(loaded.get_latent(a), model.get_latent(a))
     np.testing.assert_array_equal(loaded.var["rp_mean"].to_numpy(), a.var["rp_mean"].to_numpy())
     other = a[:, ::-1].copy()
-    with pytest.raises(ValueError, match="genes differ"):
+    with pytest.raises(ValueError, match=r"genes differ.*same genes in another order"):
         BetaVAE.load(tmp_path / "vae", adata=other)
     fewer = a[:, :30].copy()
-    with pytest.raises(ValueError, match="align_genes"):
+    with pytest.raises(ValueError, match=rf"{a.n_vars - 30} of the model's genes missing.*align_genes"):
         loaded.get_latent(fewer)
+    with pytest.raises(ValueError, match=r"loaded from disk.*pass adata"):
+        BetaVAE.load(tmp_path / "vae").get_latent()
 
 
 def test_corrupt_model_files_raise(trained, tmp_path):
@@ -109,6 +112,35 @@ def test_encode_other_cohort_without_training(trained, tmp_path):
         model.get_latent(shifted)
 
 
+def test_saved_model_path_works_from_any_directory(trained, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    other = trained[:20].copy()
+    rp.tl.vae(other, model=rp.tl.get_model(trained), save_path="rel_vae", key_added="X_rel")
+    assert Path(other.uns["rel"]["model_path"]) == (tmp_path / "rel_vae").resolve()
+    other.uns["rel"]["model_uid"] = "not-in-this-session"  # as after reading the .h5ad in a new session
+    monkeypatch.chdir(tmp_path.parent)
+    assert isinstance(rp.tl.get_model(other, "rel"), BetaVAE)
+    shutil.rmtree(tmp_path / "rel_vae")
+    with pytest.raises(ValueError, match="do not exist"):
+        rp.tl.get_model(other, "rel")
+
+
+def test_synthetic_and_shift_never_use_another_models_latents(trained):
+    a = trained
+    with pytest.raises(ValueError, match="another order"):  # obsm travels along; decoded genes would be mislabelled
+        rp.tl.synthetic_expression(a[:, ::-1].copy(), "group", "b", n=2)
+    other = BetaVAE(a, hidden=(8,), latent_dim=4).train(max_epochs=2, batch_size=12, progress_bar=False)
+    b = (a.obs["group"] == "b").to_numpy()
+    centroid, own_centroid = other.get_latent(a)[b].mean(0), a.obsm["X_vae"][b].mean(0)
+    assert not np.allclose(centroid, own_centroid, atol=0.05)
+    # Same seed, same draws around each model's own centroid of the group.
+    got = rp.tl.synthetic_expression(a, "group", "b", n=3, model=other)
+    own = rp.tl.synthetic_expression(a, "group", "b", n=3)
+    np.testing.assert_allclose(got.obsm["X_vae"] - centroid, own.obsm["X_vae"] - own_centroid, atol=1e-5)
+
+
 def test_bad_input_to_tl_vae_leaves_adata_unchanged(small_adata):
     a = small_adata
     a.X[3, 3] = np.nan
@@ -118,6 +150,24 @@ def test_bad_input_to_tl_vae_leaves_adata_unchanged(small_adata):
     assert (set(a.obsm), set(a.uns)) == keys
     with pytest.raises(ValueError, match="no 'vae' model"):
         rp.tl.get_model(a)
+    a.X[3, 3] = 0.0
+    with pytest.raises(ValueError, match="batch_size must be ≥ 2"):
+        rp.tl.vae(a, **{**TINY, "batch_size": 0})
+    with pytest.raises(ValueError, match="model must be a BetaVAE"):
+        rp.tl.vae(a, model=42)
+    assert (set(a.obsm), set(a.uns)) == keys
+
+
+def test_save_path_that_is_not_a_model_folder_is_refused_before_training(small_adata, tmp_path, monkeypatch):
+    import rnapaint.models.beta_vae as beta_vae
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "notes.csv").write_text("keep me")
+    monkeypatch.setattr(beta_vae.BetaVAE, "train", lambda *a, **k: pytest.fail("trained before the check"))
+    with pytest.raises(FileExistsError, match="not a rnapaint model directory"):
+        rp.tl.vae(small_adata, **TINY, save_path=results)
+    assert (results / "notes.csv").read_text() == "keep me"
 
 
 def test_reconstruct_synthetic_and_shift(trained):

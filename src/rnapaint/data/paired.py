@@ -27,11 +27,11 @@ class PairedTiles(Dataset):
     tiles
         A :class:`TileStore` (or its path), whose table's ``unit`` names obs of ``adata`` (tiles of
         units that ``adata`` does not hold, e.g. when it is one split, are left out; at least one
-        unit must be in ``adata``); or an array ``(n_obs, k, H, W, 3)`` uint8 aligned with ``adata``
+        unit must be in ``adata``); or an array ``(n_obs, k, H, W, 3)`` uint8, ``H == W``, aligned with ``adata``
         (e.g. ``adata.obsm['tiles']`` from :func:`rnapaint.pp.spot_tiles`); all-black tiles
         (placeholders for spots without a patch) are skipped.
     adata
-        Expression units.
+        Expression units (obs names unique: they are the tiles' units).
     rep
         ``None`` for ``adata.X`` or an obsm key (e.g. ``"X_vae"``) for the condition vector.
     units
@@ -61,6 +61,12 @@ class PairedTiles(Dataset):
         if augment_on not in ("worker", "device"):
             raise ValueError(f"augment_on must be 'worker' or 'device', got {augment_on!r}.")
         self.augment_on = augment_on
+        if not adata.obs_names.is_unique:  # tiles are matched to their unit by obs name
+            dup = adata.obs_names[adata.obs_names.duplicated()]
+            raise ValueError(
+                f"obs names are the tiles' units and must be unique (e.g. {dup[0]!r} repeats); "
+                "run adata.obs_names_make_unique() first (and cut the tiles again for a store)."
+            )
         x = adata.X if rep is None else adata.obsm[rep] if rep in adata.obsm else None
         if x is None:
             raise ValueError(f"adata.obsm has no {rep!r}; run rp.tl.vae first or pass rep=None for adata.X.")
@@ -70,9 +76,17 @@ class PairedTiles(Dataset):
         self.condition = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         keep = np.ones(adata.n_obs, bool) if units is None else adata.obs_names.isin(list(units))
         if isinstance(tiles, np.ndarray):
-            if tiles.ndim != 5 or len(tiles) != adata.n_obs or tiles.dtype != np.uint8:
+            # Channels last, RGB, square: a channels-first or RGBA array would be read as other pixels.
+            if (
+                tiles.ndim != 5
+                or len(tiles) != adata.n_obs
+                or tiles.dtype != np.uint8
+                or tiles.shape[4] != 3
+                or tiles.shape[2] != tiles.shape[3]
+            ):
                 raise ValueError(
-                    f"tiles must be uint8 (n_obs={adata.n_obs}, k, H, W, 3), got {tiles.dtype} {tiles.shape}."
+                    f"tiles must be uint8 (n_obs={adata.n_obs}, k, H, W, 3) with H == W, got {tiles.dtype} "
+                    f"{tiles.shape}."
                 )
             self._memory = tiles
             self._store_path = None

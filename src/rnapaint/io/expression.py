@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,16 @@ import pandas as pd
 from .._validation import check_finite, check_unique
 
 Orientation = Literal["genes_x_samples", "samples_x_genes"]
+# What reading a file that is not a text table raises: binary bytes (UnicodeDecodeError), a .gz cut
+# short (EOFError), a corrupt .gz (BadGzipFile is an OSError, zlib.error), unparsable text.
+_UNREADABLE = (
+    UnicodeDecodeError,
+    EOFError,
+    zlib.error,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+    OSError,
+)
 
 
 def _is_gct(path: Path) -> bool:
@@ -86,7 +97,10 @@ def read_expression_table(
     if orientation not in ("genes_x_samples", "samples_x_genes"):
         raise ValueError(f"orientation must be 'genes_x_samples' or 'samples_x_genes', got {orientation!r}.")
     if _is_gct(path):
-        df = _read_gct(path)
+        try:
+            df = _read_gct(path)
+        except _UNREADABLE as e:
+            raise ValueError(f"Could not parse {path} as a GCT file (binary, truncated or corrupted?): {e}") from e
         if orientation != "genes_x_samples":
             raise ValueError("GCT files are genes × samples; pass orientation='genes_x_samples'.")
     else:
@@ -97,8 +111,8 @@ def read_expression_table(
             df = pd.read_csv(path, sep=sep, index_col=0)
             # pandas silently renames repeated header names ('A', 'A.1'): check the raw header.
             header = _header_names(path, sep, df.shape[1])
-        except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as e:
-            raise ValueError(f"Could not parse {path} as a table: {e}") from e
+        except _UNREADABLE as e:
+            raise ValueError(f"Could not parse {path} as a table (binary, truncated or corrupted?): {e}") from e
         what = "gene names" if orientation == "samples_x_genes" else "sample names"
         check_unique(header.astype(str), f"{what} in {path.name}")
     if df.shape[1] == 0:

@@ -48,7 +48,10 @@ def save_model_files(
     config
         JSON-serialisable settings; ``format_version`` and ``weights_sha256`` are added.
     overwrite
-        Replace an existing directory. A previous version left aside by an interrupted replacement
+        Replace an existing model directory. Only a folder recognisably written by this function
+        (``config.json`` with its checksum + ``model.safetensors``, and nothing else but nested model
+        directories) is replaced: any other folder or file raises, even with ``overwrite=True``. An
+        empty folder is written into. A previous version left aside by an interrupted replacement
         (``.<name>.old``) is restored first, so it counts as existing.
     children
         Sub-directory name → callable writing a nested model there (e.g. a generator's β-VAE), run
@@ -57,6 +60,12 @@ def save_model_files(
     Returns
     -------
     The directory written.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` is a model directory and ``overwrite`` is ``False``, or is anything else that is
+        not an empty folder (whatever ``overwrite`` says).
     """
     from safetensors.numpy import save_file
 
@@ -64,8 +73,7 @@ def save_model_files(
     # A swap interrupted by a kill leaves the previous version at .<name>.old: put it back first, so
     # that overwrite=False still protects it.
     _recover(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    _check_replaceable(path, overwrite)
     arrays = {}
     for k, v in tensors.items():
         if hasattr(v, "detach"):  # torch tensor: floats (bf16 included) as float32, integers as they are
@@ -86,6 +94,8 @@ def save_model_files(
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
         for name, write in (children or {}).items():
             write(tmp / name)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()  # an empty folder holds nothing to keep (and Windows cannot rename onto it)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -97,6 +107,56 @@ def save_model_files(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _not_a_model_dir(path: Path) -> str | None:
+    """Why ``path`` is not a model directory written by :func:`save_model_files` (``None`` if it is one).
+
+    Such a directory holds ``config.json`` (a JSON object with ``weights_sha256``), ``model.safetensors``
+    and, besides them, only nested model directories (``children``).
+    """
+    if path.is_symlink() or not path.is_dir():
+        return "it is not a folder"
+    names = {p.name for p in path.iterdir()}
+    if not {CONFIG, WEIGHTS} <= names or not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        return f"it holds no {CONFIG} + {WEIGHTS}"
+    try:
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or bad UTF-8
+        return f"its {CONFIG} cannot be read"
+    if not isinstance(config, dict) or "weights_sha256" not in config:
+        return f"its {CONFIG} was not written by rnapaint"
+    for name in sorted(names - {CONFIG, WEIGHTS}):
+        if _not_a_model_dir(path / name) is not None:
+            return f"it also holds {name!r}"
+    return None
+
+
+def _check_replaceable(path: Path, overwrite: bool) -> None:
+    """Raise unless ``path`` is absent, an empty folder, or (with ``overwrite``) a model directory."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    why = _not_a_model_dir(path)
+    if why is not None:
+        # Never delete what is not ours: a results folder, a TileStore, another tool's files.
+        raise FileExistsError(
+            f"{path} exists and is not a rnapaint model directory ({why}); rnapaint does not replace it, "
+            "even with overwrite=True. Pick another path."
+        )
+    if not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+
+
+def check_model_destination(path: str | Path) -> None:
+    """Raise ``FileExistsError`` now if saving a model at ``path`` (with ``overwrite=True``) would.
+
+    For callers that train before they save (``save_path=``, ``checkpoint_dir=``): a folder that
+    cannot be replaced is reported before the training, not after it.
+    """
+    _recover(Path(path))
+    _check_replaceable(Path(path), overwrite=True)
 
 
 def _umask() -> int:
@@ -113,16 +173,33 @@ def _recover(path: Path) -> None:
 
 
 def read_config(cfile: str | Path) -> dict[str, Any]:
-    """A model's ``config.json`` as a dict; ``ValueError`` naming the file if it is not a JSON object."""
+    """A model's ``config.json`` as a dict.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, if it is not UTF-8 JSON holding an object, or was written in a newer format
+        than this rnapaint reads.
+    """
     cfile = Path(cfile)
     try:
-        config = json.loads(cfile.read_text())
+        config = json.loads(cfile.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:  # binary garbage, not the JSON rnapaint writes
+        raise ValueError(f"{cfile} is not UTF-8 text (corrupted or overwritten?): {e}") from e
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfile} is not valid JSON (truncated or corrupted?): {e}") from e
     if not isinstance(config, dict):
         raise ValueError(
             f"{cfile} holds a JSON {type(config).__name__}, not an object: not a rnapaint model config "
             "(corrupted or overwritten?)."
+        )
+    version = config.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{cfile} has format_version {version!r}, not an integer: the file is corrupted.")
+    if version > FORMAT_VERSION:
+        # A newer layout may mean something else by the same keys: refuse rather than misread it.
+        raise ValueError(
+            f"{cfile} was written by a newer rnapaint (format {version} > {FORMAT_VERSION}); upgrade rnapaint."
         )
     return config
 
@@ -142,8 +219,9 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     Raises
     ------
     ValueError
-        If a file is missing, the config is not a JSON object, or the weights do not match the
-        checksum recorded when they were saved (truncated or corrupted copy).
+        If a file is missing, the config is not UTF-8 JSON holding an object or was written by a
+        newer rnapaint, or the weights do not match the checksum recorded when they were saved
+        (truncated or corrupted copy).
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file

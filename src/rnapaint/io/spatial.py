@@ -80,6 +80,12 @@ def to_spatialdata(
     SpatialData with ``{lib}_image``, ``{lib}_spots`` per library and the table (region column
     ``region``, instance column ``instance_id``). Scale factors and source-image metadata travel in
     ``table.uns['rnapaint_spatial']``.
+
+    Raises
+    ------
+    ValueError
+        If ``adata.uns['spatial']`` is empty, the libraries cannot be told apart, or ``adata.obs``
+        already has a ``region`` or ``instance_id`` column (it would be replaced: rename it first).
     """
     import spatialdata as sd
     from spatialdata.models import Image2DModel, ShapesModel, TableModel
@@ -87,6 +93,14 @@ def to_spatialdata(
 
     if "spatial" not in adata.uns or not adata.uns["spatial"]:
         raise ValueError("adata.uns['spatial'] holds no image to convert.")
+    # The table's own annotation columns would silently replace a user's columns of these names.
+    for col, role in (("region", "region"), ("instance_id", "instance")):
+        if col in adata.obs:
+            raise ValueError(
+                f"adata.obs has a column {col!r}, the name of the SpatialData table's {role} column that "
+                f"to_spatialdata writes: it would be lost. Rename it first, e.g. "
+                f"adata.obs.rename(columns={{{col!r}: 'my_{col}'}}, inplace=True)."
+            )
     libs = list(adata.uns["spatial"])
     spot_lib = library_of_each_spot(adata, libs, library_key=library_key)
     xy = np.asarray(adata.obsm[spatial_key], dtype=np.float64)[:, :2]

@@ -15,6 +15,7 @@ Layout of ``<path>/`` (a zarr v3 group):
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -79,6 +80,27 @@ def _existing_kind(path: Path) -> str:
     return "unfinished"
 
 
+def _origins(column: pd.Series, name: str) -> np.ndarray:
+    """A table's ``x`` or ``y`` column as int64 pixels; NaN/inf would become INT64_MIN silently."""
+    values = column.to_numpy()
+    if values.dtype.kind in "iub":
+        return values.astype(np.int64)
+    try:
+        f = values.astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"table column {name!r} must hold numbers (tile origins in pixels), got {values.dtype}."
+        ) from e
+    bad = ~np.isfinite(f)
+    if bad.any():
+        raise ValueError(
+            f"table column {name!r} holds {int(bad.sum())} NaN or infinite values (first at row "
+            f"{int(np.flatnonzero(bad)[0])}); a tile's origin must be a finite pixel position: drop those "
+            "tiles or give their origin (0 for tiles not cut from a slide)."
+        )
+    return f.astype(np.int64)
+
+
 class TileStore:
     """Tiles ``(n, H, W, 3)`` uint8 with a table (unit, slide, x, y, mpp), stored in zarr.
 
@@ -114,8 +136,49 @@ class TileStore:
         self.mode = mode
         # The lock comes before reading the commit, so a writer starts from the last writer's rows.
         self._lock = WriterLock(self.path) if mode == "a" else None
-        self._group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
-        self._load_commit()
+        try:
+            try:
+                self._group = zarr.open_group(str(self.path), mode="r" if mode == "r" else "r+")
+            except Exception as e:  # zarr raises its own errors for a missing or corrupt zarr.json
+                raise self._damaged(f"its zarr group cannot be opened ({type(e).__name__}: {e})") from e
+            self._load_commit()
+            self._check_layout()
+        except BaseException:
+            self.close()  # a damaged store keeps no lock
+            raise
+
+    def _damaged(self, what: str) -> ValueError:
+        """The error for a store whose files do not hold what its writer wrote."""
+        return ValueError(
+            f"{self.path} is a damaged rnapaint TileStore: {what}. Copy it again from its source, or "
+            "create it again (TileStore.create(..., overwrite=True), rnapaint.pp.tile_slides)."
+        )
+
+    def _check_layout(self) -> None:
+        """Raise if the arrays cannot hold the committed rows (a copy cut short, an edited file)."""
+        ts, n = self.tile_size, self._n
+        arrays = {}
+        for name in ("images", *_COLUMNS):
+            try:
+                arrays[name] = self._group[name]
+            except Exception as e:  # KeyError for a missing array, zarr/JSON errors for corrupt metadata
+                raise self._damaged(f"its array {name!r} cannot be opened ({type(e).__name__}: {e})") from e
+        images = arrays["images"]
+        if images.dtype != np.uint8 or tuple(images.shape[1:]) != (ts, ts, 3):
+            raise self._damaged(
+                f"its images array is {images.dtype} {images.shape}, not uint8 (n, {ts}, {ts}, 3) as committed"
+            )
+        for name, a in arrays.items():
+            if a.shape[0] < n:
+                raise self._damaged(f"its array {name!r} has {a.shape[0]} rows but {n} are committed")
+        # A code past the names committed with it would read as another unit's tile, or crash later.
+        for name, names in (("unit_code", self._units), ("slide_code", self._slides)):
+            codes = np.asarray(arrays[name][:n])
+            if n and (codes.min() < 0 or codes.max() >= len(names)):
+                raise self._damaged(
+                    f"its {name} array holds codes up to {int(codes.max())} but {COMMIT} names "
+                    f"{len(names)} {name.split('_')[0]}s"
+                )
 
     def close(self) -> None:
         """Release the writer lock; the handle becomes read-only. Safe to call twice."""
@@ -157,8 +220,13 @@ class TileStore:
         from zarr.codecs import BloscCodec
 
         path = Path(path)
-        if int(tile_size) <= 0:
-            raise ValueError(f"tile_size must be a positive number of pixels, got {tile_size}.")
+        # Checked before anything is written: zarr would fail on a float or str shape part-way.
+        if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size <= 0:
+            raise ValueError(
+                f"tile_size must be a positive integer number of pixels, got {tile_size!r} "
+                f"({type(tile_size).__name__}); pass e.g. int(tile_size)."
+            )
+        tile_size = int(tile_size)
         if path.exists() or path.is_symlink():
             kind = _existing_kind(path)
             if kind == "store":
@@ -210,15 +278,29 @@ class TileStore:
     # ------------------------------------------------------------------ state
     def _load_commit(self) -> None:
         try:
-            c = json.loads((self.path / COMMIT).read_text())
-        except json.JSONDecodeError as e:  # pragma: no cover - written atomically
-            raise ValueError(f"{self.path / COMMIT} is not valid JSON: {e}") from e
-        self._n = int(c["n"])
-        self._units: list[str] = list(c["units"])
-        self._slides: list[str] = list(c["slides"])
-        self._done: dict[str, int] = dict(c["done"])
-        self._failed: dict[str, str] = dict(c["failed"])
-        self.tile_size = int(c["tile_size"])
+            c = json.loads((self.path / COMMIT).read_text(encoding="utf-8"))
+        except ValueError as e:  # not JSON, or not UTF-8 (it is written atomically: a damaged copy)
+            raise self._damaged(f"{COMMIT} cannot be read ({type(e).__name__}: {e})") from e
+        if not isinstance(c, dict):
+            raise self._damaged(f"{COMMIT} holds a JSON {type(c).__name__}, not an object")
+        version = c.get("format_version", FORMAT_VERSION)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ValueError(
+                f"{self.path} was written by a newer rnapaint (format {version} > {FORMAT_VERSION}); upgrade rnapaint."
+            )
+        try:
+            self._n = int(c["n"])
+            self._units: list[str] = [str(u) for u in c["units"]]
+            self._slides: list[str] = [str(v) for v in c["slides"]]
+            self._done: dict[str, int] = {str(k): int(v) for k, v in dict(c["done"]).items()}
+            self._failed: dict[str, str] = {str(k): str(v) for k, v in dict(c["failed"]).items()}
+            self.tile_size = int(c["tile_size"])
+        except KeyError as e:
+            raise self._damaged(f"{COMMIT} has no {e.args[0]!r} entry") from e
+        except (TypeError, ValueError) as e:
+            raise self._damaged(f"{COMMIT} holds a malformed entry ({e})") from e
+        if self._n < 0 or self.tile_size <= 0:
+            raise self._damaged(f"{COMMIT} records {self._n} rows of {self.tile_size}px tiles")
         self._unit_index = {u: i for i, u in enumerate(self._units)}
         self._slide_index = {s: i for i, s in enumerate(self._slides)}
         self._pending = 0  # rows written since the last commit
@@ -371,11 +453,12 @@ class TileStore:
         if len(table) != k or missing:
             raise ValueError(f"table must have {k} rows and columns unit, slide, x, y, mpp (missing {missing}).")
         n0, n1 = self._n, self._n + k
+        xy = {c: _origins(table[c], c) for c in ("x", "y")}
         units, slides = list(self._units), list(self._slides)
         uidx, sidx = dict(self._unit_index), dict(self._slide_index)
         cols = {
-            "x": table["x"].to_numpy(np.int64),
-            "y": table["y"].to_numpy(np.int64),
+            "x": xy["x"],
+            "y": xy["y"],
             "mpp": table["mpp"].to_numpy(np.float32),
             "unit_code": self._code(units, uidx, table["unit"]),
             "slide_code": self._code(slides, sidx, table["slide"]),
@@ -409,3 +492,98 @@ class TileStore:
             raise ValueError("The store is open read-only.")
         self._failed[str(slide)] = str(error)
         self._commit()
+
+
+# ---------------------------------------------------------------------- building a whole store aside
+# A writer that makes a store in one go (spot patches, generated tiles) builds it in a hidden sibling
+# folder and renames it into place at the end, so that a failure part-way leaves nothing at the path
+# (and never a half store that blocks the rerun): rnapaint.pp.spot_tiles and
+# rnapaint.models.GeneratedTileWriter use these.
+
+
+def staging_path(path: str | os.PathLike) -> Path:
+    """The hidden sibling folder ``.<name>.partial-<pid>`` where this process builds a store for ``path``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def _old_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def recover_replacement(path: str | os.PathLike) -> None:
+    """Finish or undo a :func:`move_into_place` that was killed, and remove staging folders of dead processes.
+
+    ``.<name>.old`` without ``<name>``: killed between the two renames, the old store goes back.
+    Both present: killed while deleting the old one, which is removed.
+    """
+    path = Path(path)
+    old = _old_path(path)
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, path)
+    if os.name != "posix":  # os.kill(pid, 0) only probes a process on POSIX
+        return
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's; anything else: cannot tell, keep its folder
+        return True
+    return True
+
+
+def check_replaceable(path: str | os.PathLike, overwrite: bool) -> None:
+    """Raise unless a new store may go to ``path``.
+
+    Free are: nothing there, an empty folder, a store whose creation was interrupted (no tile); a
+    tile store only with ``overwrite``. Anything else raises whatever ``overwrite`` says.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` is a store and ``overwrite`` is ``False``, or is something other than a store.
+    StoreBusyError
+        If another writer holds the store at ``path``.
+    """
+    path = Path(path)
+    recover_replacement(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    kind = _existing_kind(path)
+    if kind == "other":
+        raise FileExistsError(
+            f"{path} exists and is not a rnapaint TileStore ({COMMIT} is missing and it holds other files); "
+            "rnapaint does not replace it, even with overwrite=True. Pick another path."
+        )
+    if kind == "store" and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+    if kind != "empty":
+        check_no_writer(path)  # never swap a store away under a writer filling it
+
+
+def move_into_place(staged: str | os.PathLike, path: str | os.PathLike, overwrite: bool) -> None:
+    """Rename the finished store ``staged`` to ``path``, replacing what :func:`check_replaceable` allows.
+
+    The store being replaced is renamed aside to ``.<name>.old`` and deleted only once the new one
+    is in place: a kill in between leaves it there for :func:`recover_replacement` to put back.
+    """
+    staged, path = Path(staged), Path(path)
+    check_replaceable(path, overwrite)  # again: something may have appeared while the store was built
+    old = _old_path(path)
+    if path.exists() and _existing_kind(path) in ("empty", "unfinished"):
+        shutil.rmtree(path)  # nothing of value, and a folder cannot be renamed onto a non-empty one
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staged, path)
+    shutil.rmtree(old, ignore_errors=True)

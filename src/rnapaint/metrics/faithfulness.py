@@ -28,9 +28,17 @@ def _features(x: Any, encoder: Any, name: str) -> np.ndarray:
     arr = np.asarray(arr, np.float32)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be tiles (n, H, W, 3) or features (n, d), got shape {np.asarray(x).shape}.")
+    if len(arr) == 0:
+        raise ValueError(f"{name} is empty: nothing to score.")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} hold NaN or infinite values.")
     return arr
+
+
+def _tiles_per_unit(x: Any) -> int:
+    """k of ``(n, k, H, W, 3)`` tiles; 1 for anything else."""
+    shape = np.shape(x)
+    return int(shape[1]) if len(shape) == 5 else 1
 
 
 def _labels(labels: Any, name: str) -> np.ndarray:
@@ -49,15 +57,19 @@ def _check_interval(n_boot: int, ci: float) -> None:
         raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
 
 
-def _real_classifier(xr: np.ndarray, real_labels: Any, scored_labels: np.ndarray, C: float):
-    """Standardised logistic regression on real features, after checking the labels it will be scored on."""
+def _real_classifier(xr: np.ndarray, real_labels: Any, scored_labels: np.ndarray, C: float, per_unit: int = 1):
+    """Standardised logistic regression on real features, after checking the labels it will be scored on.
+
+    ``per_unit`` is k for real tiles given as ``(n, k, H, W, 3)`` (one label per unit); features and
+    ``(n, H, W, 3)`` tiles need one label each.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     yr = _labels(real_labels, "real_labels")
-    if len(yr) != len(xr) and len(yr) and len(xr) % len(yr) == 0:  # (n, k, ...) tiles, one label per unit
-        yr = np.repeat(yr, len(xr) // len(yr))
+    if per_unit > 1 and len(yr) * per_unit == len(xr):  # (n, k, ...) tiles, one label per unit
+        yr = np.repeat(yr, per_unit)
     if len(yr) != len(xr):
         raise ValueError(f"{len(xr)} real tiles but {len(yr)} real_labels.")
     if len(np.unique(yr)) < 2:
@@ -141,7 +153,7 @@ def condition_fidelity(
             ys = np.repeat(ys, per_unit)
         else:
             raise ValueError(f"{len(xs)} synthetic tiles but {len(ys)} synthetic_labels.")
-    clf, yr = _real_classifier(xr, real_labels, ys, C)
+    clf, yr = _real_classifier(xr, real_labels, ys, C, _tiles_per_unit(real_tiles))
     classes = np.unique(yr)
     pred = clf.predict(xs)
     hit = pred == ys
@@ -229,7 +241,7 @@ def fidelity_difference(
     yu = _labels(unit_labels, "unit_labels")
     if len(yu) == 0:
         raise ValueError("unit_labels is empty: no units to compare.")
-    clf, _ = _real_classifier(xr, real_labels, yu, C)
+    clf, _ = _real_classifier(xr, real_labels, yu, C, _tiles_per_unit(real_tiles))
 
     def unit_hits(tiles: Any, name: str) -> np.ndarray:
         x = _features(tiles, encoder, name)

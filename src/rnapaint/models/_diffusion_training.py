@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io.model_files import save_model_files
-from ._optim_state import flatten_optimizer, restore_optimizer
+from ._optim_state import flatten_optimizer, log_new_settings, restore_optimizer
 from ._training import decorrelate_ranks, device_images
 
 
@@ -89,7 +89,9 @@ class DiffusionTrainingPlan(pl.LightningModule):
             tensors, meta = self._resume_state
             if "opt" not in meta:
                 raise ValueError("The checkpoint holds no optimizer state; it cannot be resumed.")
-            restore_optimizer(self.optimizers().optimizer, "opt", tensors, meta["opt"])
+            changed = restore_optimizer(self.optimizers().optimizer, "opt", tensors, meta["opt"])
+            changed.pop("lr", None)  # set every step from the warm-up schedule anyway
+            log_new_settings(changed)
             self._resume_state = None
 
     def training_step(self, batch, batch_idx):

@@ -11,7 +11,7 @@ import torch
 
 from ..io.model_files import save_model_files
 from ..nn.dcgan import gradient_penalty
-from ._optim_state import flatten_optimizer, restore_optimizer
+from ._optim_state import flatten_optimizer, log_new_settings, restore_optimizer
 from ._training import decorrelate_ranks, device_images
 
 
@@ -86,8 +86,17 @@ class GANTrainingPlan(pl.LightningModule):
             if "opt_g" not in meta or "opt_d" not in meta:
                 raise ValueError("The checkpoint holds no optimizer state; it cannot be resumed.")
             opt_g, opt_d = self.optimizers()
-            restore_optimizer(opt_g.optimizer, "opt_g", tensors, meta["opt_g"])
-            restore_optimizer(opt_d.optimizer, "opt_d", tensors, meta["opt_d"])
+            changed = {
+                **{
+                    f"generator {k}": v
+                    for k, v in restore_optimizer(opt_g.optimizer, "opt_g", tensors, meta["opt_g"]).items()
+                },
+                **{
+                    f"critic {k}": v
+                    for k, v in restore_optimizer(opt_d.optimizer, "opt_d", tensors, meta["opt_d"]).items()
+                },
+            }
+            log_new_settings(changed)
             self._resume_state = None
 
     def _input(self, cond: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,11 @@ class BetaVAE:
 
         from ._training import BestWeights, History, default_precision, quiet_lightning, torch_flags_restored
 
+        if int(batch_size) < 2 or int(max_epochs) < 1 or not lr > 0:
+            raise ValueError(
+                f"batch_size must be ≥ 2 (a batch of one has no spread), max_epochs ≥ 1 and lr > 0; got "
+                f"batch_size={batch_size}, max_epochs={max_epochs}, lr={lr}."
+            )
         quiet_lightning()
         pl.seed_everything(seed, workers=True, verbose=False)
         train_rows, val_rows = self._split_rows(seed)
@@ -257,13 +262,28 @@ class BetaVAE:
         return self
 
     # ------------------------------------------------------------------ inference
+    def _data(self, adata: ad.AnnData | None) -> ad.AnnData:
+        """``adata``, or the training AnnData when it is ``None`` (a loaded model has none)."""
+        if adata is not None:
+            return adata
+        if self.adata is None:
+            raise ValueError("This model was loaded from disk and holds no AnnData: pass adata.")
+        return self.adata
+
     def check_genes(self, adata: ad.AnnData) -> None:
         """Raise a ValueError unless ``adata`` has exactly the model's genes, in order."""
         if not adata.var_names.equals(self.var_names):
             common = len(adata.var_names.intersection(self.var_names))
+            missing = len(self.var_names) - common
+            if common == adata.n_vars == len(self.var_names):
+                how = "the same genes in another order"
+            elif missing:
+                how = f"{missing} of the model's genes missing (e.g. {self.var_names.difference(adata.var_names)[0]!r})"
+            else:
+                how = f"{adata.n_vars - common} genes the model does not have"
             raise ValueError(
                 f"adata's genes differ from the model's: {adata.n_vars} vs {len(self.var_names)} genes, "
-                f"{common} in common{' but in another order' if common == adata.n_vars else ''}. Put it on "
+                f"{common} in common, {how}. Put it on "
                 "the model's panel with adata = rp.pp.align_genes(adata, model.var_names) and normalise it "
                 "with rp.pp.zscore(adata, reference=model)."
             )
@@ -325,7 +345,7 @@ class BetaVAE:
 
         ``device="auto"`` encodes on a GPU when there is one (exact fp32 arithmetic either way).
         """
-        adata = self.adata if adata is None else adata
+        adata = self._data(adata)
         check_expression(adata)
         self.check_genes(adata)
         self.check_scale(adata)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .._logging import logger
-from ..io.model_files import load_model_files, save_model_files
+from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
@@ -301,6 +301,8 @@ class CascadedDiffusion:
                 return v.get(stage)
             return v / len(stages) if split and v is not None else v
 
+        for stage in stages if checkpoint_dir is not None else ():
+            check_model_destination(Path(checkpoint_dir) / stage)  # fails now, not after the base stage
         quiet_lightning()
         on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         for stage in stages:

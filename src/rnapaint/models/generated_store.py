@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import shutil
@@ -12,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.tile_store import COMMIT, TileStore
-from ..io.writer_lock import check_no_writer
+from ..io.tile_store import TileStore, check_replaceable, move_into_place, staging_path
+from ..io.writer_lock import StoreBusyError
 
 #: What ``generate(..., sink=)`` calls per batch: ``(unit_index (m,), draw_index (m,), tiles (m, H, W, 3))``.
 Sink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -58,12 +57,9 @@ class GeneratedTileWriter:
         overwrite: bool = False,
     ):
         self.path = Path(store)
-        _recover(self.path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
-        _check_replaceable(self.path)
+        check_replaceable(self.path, overwrite)  # also finishes a replacement that was killed
         self.overwrite = overwrite
-        self.tmp = self.path.with_name(f".{self.path.name}.partial-{os.getpid()}")
+        self.tmp = staging_path(self.path)
         self.store = TileStore.create(self.tmp, tile_size, overwrite=True)
         self.units = np.asarray(units)
         self.source = source
@@ -86,73 +82,14 @@ class GeneratedTileWriter:
             slide_done=self.source,
         )
         self.store.close()
-        _recover(self.path)
-        old = _old_path(self.path)
-        if self.path.exists():
-            if not self.overwrite:  # appeared while generating
-                self.abort()
-                raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it.")
-            try:
-                _check_replaceable(self.path)
-            except FileExistsError:
-                self.abort()
-                raise
-            # Never delete before the new store is in place: a kill in between would destroy both.
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            move_into_place(self.tmp, self.path, self.overwrite)
+        except (FileExistsError, StoreBusyError):  # something appeared at the path while generating
+            self.abort()
+            raise
         return TileStore.open(self.path)
 
     def abort(self) -> None:
         """Remove the partial store (after a failed generation)."""
         self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _check_replaceable(path: Path) -> None:
-    """``overwrite=True`` replaces a tile store, never a folder or file that is something else."""
-    if path.exists() and not (path.is_dir() and ((path / COMMIT).is_file() or not any(path.iterdir()))):
-        raise FileExistsError(
-            f"{path} exists and is not a rnapaint TileStore: it is not replaced, even with overwrite=True; "
-            "pick another path."
-        )
-    if path.is_dir():
-        check_no_writer(path)  # a store another writer is filling is not swapped away under it
-
-
-def _old_path(path: Path) -> Path:
-    """Where :meth:`GeneratedTileWriter.commit` keeps the store it replaces until the new one is in place."""
-    return path.with_name(f".{path.name}.old")
-
-
-def _recover(path: Path) -> None:
-    """Finish or undo a commit that was killed part-way, and remove partial stores of dead processes.
-
-    ``.<name>.old`` without ``<name>``: killed between the two renames, the old store goes back.
-    Both present: killed while deleting the old one, which is removed.
-    """
-    old = _old_path(path)
-    if old.exists():
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, path)
-    if os.name != "posix":  # os.kill(pid, 0) only probes a process on POSIX
-        return
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (POSIX)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    except OSError:
-        return True  # cannot tell: keep its folder
-    return True

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._logging import logger
-from ..io.model_files import load_model_files, save_model_files
+from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
 from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
@@ -246,6 +246,8 @@ class TileGAN:
         self._build()  # seeded initial weights
         start = 0
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if ckpt is not None:
+            check_model_destination(ckpt)  # a folder that is not a checkpoint fails now, not at step N
         resume_state = None
         if ckpt is not None and resume and (ckpt / "config.json").is_file():
             resume_state = load_model_files(ckpt)

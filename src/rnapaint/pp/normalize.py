@@ -115,7 +115,7 @@ def zscore(
         fitting: how an external cohort is put on the training data's scale. Its genes must be
         ``adata``'s, in order (use :func:`rnapaint.pp.align_genes` first).
     max_value
-        Clip z-scores to ``[-max_value, max_value]``.
+        Clip z-scores to ``[-max_value, max_value]`` (> 0); ``None`` does not clip.
     copy
         Return a modified copy instead of writing into ``adata``.
 
@@ -126,6 +126,11 @@ def zscore(
     :func:`rnapaint.pp.align_genes` zero-filled (``var['rp_missing']``) get z = 0, the training mean.
     """
     check_expression(adata)
+    # A cap ≤ 0 (or NaN) would set every value to it: almost surely a typo, refuse it.
+    if max_value is not None and (isinstance(max_value, bool) or not np.isfinite(max_value) or max_value <= 0):
+        raise ValueError(
+            f"max_value must be a positive number of standard deviations (e.g. 10) or None, got {max_value!r}."
+        )
     if reference is not None:
         rvar = reference.var
         if "rp_mean" not in rvar or "rp_std" not in rvar:

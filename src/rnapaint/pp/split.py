@@ -55,13 +55,19 @@ def split(
     seed
         Random seed.
     key_added
-        obs column to write.
+        obs column to write (not one of the ``stratify``/``groups`` columns).
     copy
         Return a modified copy instead of writing into ``adata``.
 
     Returns
     -------
     ``None``, or the copy when ``copy=True``. Writes ``adata.obs[key_added]`` (categorical).
+
+    Raises
+    ------
+    ValueError
+        For bad ``fractions``, a missing column, ``key_added`` equal to a ``stratify``/``groups``
+        column, or duplicated obs names (observations are assigned by name).
     """
     check_nonempty(adata)
     fr = np.asarray(fractions, dtype=float)
@@ -71,6 +77,18 @@ def split(
     for c in [*cols, *([groups] if groups else [])]:
         if c not in adata.obs:
             raise ValueError(f"obs has no column {c!r}; available: {list(adata.obs.columns)}.")
+        if c == key_added:
+            raise ValueError(
+                f"key_added={key_added!r} is also a stratify/groups column: the split would replace it. "
+                "Pick another key_added (default 'split')."
+            )
+    if not adata.obs_names.is_unique:
+        # Observations are assigned by name: repeated names would all land where the last one went.
+        dup = adata.obs_names[adata.obs_names.duplicated()]
+        raise ValueError(
+            f"obs names must be unique to split by them ({len(dup)} rows repeat an earlier name, e.g. {dup[0]!r}); "
+            "run adata.obs_names_make_unique() first."
+        )
     adata = adata.copy() if copy else adata
     strata = adata.obs[cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("all", index=adata.obs_names)
     unit = adata.obs[groups].astype(str) if groups else pd.Series(adata.obs_names, index=adata.obs_names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pandas as pd
 from .._logging import logger
 from ..io.slides import Slide
 from ..io.spatial import library_of_each_spot
-from ..io.tile_store import TileStore
+from ..io.tile_store import TileStore, check_replaceable, move_into_place, staging_path
 
 
 class _Source:
@@ -36,6 +37,13 @@ class _Source:
                 raise ValueError(f"adata.uns['spatial'][{lib!r}] has neither a source image nor hires/lowres.")
             self.slide = None
             self.image = np.asarray(images[key])
+            if self.image.ndim != 3 or self.image.shape[2] not in (3, 4):
+                # [..., :3] of a greyscale (H, W) image would cut its width, not its channels.
+                raise ValueError(
+                    f"adata.uns['spatial'][{lib!r}]['images'][{key!r}] has shape {self.image.shape}: the image "
+                    "must be RGB (H, W, 3) or RGBA (H, W, 4). Convert a greyscale image first, e.g. "
+                    "np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)."
+                )
             if self.image.dtype != np.uint8:  # scanpy stores float images in [0, 1]
                 self.image = (np.clip(self.image, 0, 1) * 255).round().astype(np.uint8)
             self.image = self.image[..., :3]
@@ -107,16 +115,20 @@ def spot_tiles(
         libraries). Values of that column without an entry in ``uns['spatial']`` are libraries
         without an image, see above.
     store
-        Write patches to this TileStore (unit = obs name) instead of ``obsm``.
+        Write patches to this TileStore (unit = obs name, so obs names must be unique) instead of
+        ``obsm``. The store is built in a hidden folder beside it and moved into place once every
+        library is done: a run that fails part-way leaves nothing at ``store``.
     spatial_key
         obsm key of the spot centres.
     key_added
-        ``obsm[key_added]`` gets ``(n_obs, 1, S, S, 3)`` uint8 when no store is given.
+        ``obsm[key_added]`` gets ``(n_obs, 1, S, S, 3)`` uint8 when no store is given (not
+        ``spatial_key``: the coordinates are kept).
     out_size
         Resize each patch to ``out_size`` pixels (box filter), e.g. 64 for a small generator; the
         patch still covers ``size`` full-resolution pixels.
     overwrite
-        Replace an existing ``store`` (otherwise a FileExistsError).
+        Replace an existing ``store`` (otherwise a FileExistsError). Only a tile store (or an empty
+        folder) is replaced: anything else at ``store`` raises.
     progress_bar
         Show a progress bar over libraries.
     copy
@@ -125,9 +137,37 @@ def spot_tiles(
     Returns
     -------
     ``None``, or the copy when ``copy=True``.
+
+    Raises
+    ------
+    ValueError
+        For a ``size`` or ``out_size`` that is not a positive integer, ``key_added == spatial_key``,
+        duplicated obs names with ``store``, missing or non-finite coordinates, or an image that is
+        not RGB.
+    FileExistsError
+        If ``store`` exists and ``overwrite`` is ``False``, or is something other than a tile store.
     """
     from tqdm.auto import tqdm
 
+    # Every setting is checked before anything is written.
+    for name, value in (("size", size), ("out_size", out_size)):
+        if value is None and name == "out_size":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer number of pixels, got {value!r}.")
+    if key_added == spatial_key:
+        raise ValueError(
+            f"key_added={key_added!r} is the obsm key of the spot coordinates (spatial_key): the patches would "
+            "replace them. Pick another key_added (default 'tiles')."
+        )
+    if store is not None:
+        if not adata.obs_names.is_unique:
+            dup = adata.obs_names[adata.obs_names.duplicated()]
+            raise ValueError(
+                f"obs names are the tiles' units and must be unique (e.g. {dup[0]!r} repeats); "
+                "run adata.obs_names_make_unique() first."
+            )
+        check_replaceable(store, overwrite)
     adata = adata.copy() if copy else adata
     if "spatial" not in adata.uns or not adata.uns["spatial"]:
         raise ValueError("adata.uns['spatial'] holds no image: load one (e.g. rp.datasets.her2st(images=True)).")
@@ -149,9 +189,11 @@ def spot_tiles(
     x0 = np.floor(xy[:, 0] - size / 2)
     y0 = np.floor(xy[:, 1] - size / 2)
     outside = no_image.copy()
-    edge = out_size or size
+    edge = int(out_size if out_size is not None else size)
     patches = None if store is not None else np.zeros((adata.n_obs, 1, edge, edge, 3), np.uint8)
-    ts = TileStore.create(store, edge, overwrite=overwrite) if store is not None else None
+    # Built aside and moved into place at the end: a failure part-way leaves no half store to block a rerun.
+    staged = staging_path(store) if store is not None else None
+    ts = TileStore.create(staged, edge, overwrite=True) if staged is not None else None
     sources = {}
     try:
         for lib in tqdm(pd.unique(spot_lib[~no_image]), desc="spot patches", disable=not progress_bar):
@@ -180,9 +222,13 @@ def spot_tiles(
                     )
                 else:
                     patches[inside, 0] = tiles
+        if ts is not None:
+            ts.close()
+            move_into_place(staged, store, overwrite)
     finally:
         if ts is not None:
             ts.close()  # release the writer lock, also when a patch cannot be read
+            shutil.rmtree(staged, ignore_errors=True)  # gone already when the store was moved in place
     adata.obs[f"{key_added}_outside"] = outside
     adata.obs[f"{key_added}_no_image"] = no_image
     if patches is not None:

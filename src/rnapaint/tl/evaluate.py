@@ -129,6 +129,14 @@ def evaluate(
     if len(tr) < 10 or len(te) < 10:
         raise ValueError(f"Need at least 10 training and 10 test units with real tiles, got {len(tr)} and {len(te)}.")
     z = np.asarray(adata.obsm[rep], np.float32)
+    if z.ndim != 2 or len(z) != adata.n_obs:
+        raise ValueError(f"obsm[{rep!r}] must be (n_obs, d) conditions, got shape {z.shape}.")
+    bad_rows = ~np.isfinite(z[np.r_[tr, te]]).all(1)
+    if bad_rows.any():  # checked before any tile is measured or an encoder trained
+        raise ValueError(
+            f"obsm[{rep!r}] holds NaN or infinite values for {int(bad_rows.sum())} of the training and test "
+            "units: recompute it (rp.tl.vae) or leave those units out."
+        )
     labels = None
     if label_key is not None:
         if label_key not in adata.obs:

@@ -61,12 +61,15 @@ def train_generator(
     ``None``; ``uns[key_added]`` records settings and history, :func:`rnapaint.tl.get_model` returns
     the model.
     """
+    from ..io.model_files import check_model_destination
     from ..models.cascaded_diffusion import CascadedDiffusion
     from ..models.tile_gan import TileGAN
     from .vae import get_model, warn_without_split
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}.")
+    if save_path is not None:
+        check_model_destination(save_path)  # before the training, not after it
     if vae is None and "vae" in adata.uns:
         try:
             vae = get_model(adata, "vae")
@@ -93,7 +96,7 @@ def train_generator(
         },
         "train_info": dict(model.train_info),
         "model_uid": _registry.register(model),
-        "model_path": str(save_path) if save_path is not None else None,
+        "model_path": str(Path(save_path).resolve()) if save_path is not None else None,  # any working directory
     }
     logger.info(f"Trained {model!r}; adding adata.uns[{key!r}] (rp.tl.get_model(adata, {key!r}))")
 
@@ -156,6 +159,17 @@ def generate(
         raise ValueError(f"model must be a TileGAN or CascadedDiffusion, got {type(model).__name__}.")
     if not model.is_trained:
         raise ValueError("model is not trained.")
+    if int(n_per_obs) < 1 or int(batch_size) < 1:
+        raise ValueError(f"n_per_obs and batch_size must be ≥ 1, got {n_per_obs} and {batch_size}.")
+    if store is not None and not adata.obs_names.is_unique:  # the store names each tile's unit by it
+        dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        raise ValueError(f"obs names name the tiles' units in the store and must be unique ({dup!r} repeats).")
+    if store is None and key_added in adata.obsm and key_added in ("tiles", "spatial"):
+        # the real tiles (rp.pp.spot_tiles' default key) and the spot coordinates are never painted over
+        raise ValueError(
+            f"key_added={key_added!r} would overwrite adata.obsm[{key_added!r}] (real tiles or spot coordinates); "
+            "pick another key, e.g. 'X_tiles'."
+        )
     kw = {"n_per_obs": n_per_obs, "seed": seed, "batch_size": batch_size, **generate_kwargs}
     size = int(model.config["image_size"])
     if store is not None:  # streamed batch by batch; committed only when every tile is written

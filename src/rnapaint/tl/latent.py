@@ -11,13 +11,20 @@ import pandas as pd
 
 from .._logging import logger
 from .._validation import check_expression
+from . import _registry
 from .vae import _uns_key, get_model
 
 
 def _model_and_latent(adata: ad.AnnData, model: Any, key: str) -> tuple[Any, np.ndarray]:
-    model = get_model(adata, key) if model is None else model
+    """The model and the latents of ``adata``: ``obsm['X_<key>']`` when that model wrote them, else encoded."""
+    own = get_model(adata, key) if model is None else None
+    model = own if model is None else model
+    # Decoded profiles are labelled with adata's genes: they must be the model's, in its order.
+    model.check_genes(adata)
     obsm_key = f"X_{_uns_key(key)}"
-    if obsm_key in adata.obsm and adata.obsm[obsm_key].shape[1] == model.config["latent_dim"]:
+    entry = adata.uns.get(_uns_key(key), {})
+    wrote_them = own is not None or _registry.lookup(entry.get("model_uid", "")) is model
+    if wrote_them and obsm_key in adata.obsm and adata.obsm[obsm_key].shape[1] == model.config["latent_dim"]:
         return model, np.asarray(adata.obsm[obsm_key], dtype=np.float32)
     return model, model.get_latent(adata)
 

@@ -79,11 +79,16 @@ def vae(
     ``uns['vae']`` (``params``, ``history``, ``train_info``, ``model_uid``, ``model_path``); the model
     is returned by :func:`rnapaint.tl.get_model`.
     """
+    from ..io.model_files import check_model_destination
     from ..models.beta_vae import BetaVAE
 
     check_expression(adata)
     if isinstance(model, (str, Path)):
         model = BetaVAE.load(model)
+    if model is not None and not isinstance(model, BetaVAE):
+        raise ValueError(f"model must be a BetaVAE, the path of a saved one, or None; got {type(model).__name__}.")
+    if save_path is not None:
+        check_model_destination(save_path)  # before the training, not after it
     if model is None:
         warn_without_split(adata, split_key, "training on a random 90 % of all units, test units included")
         model = BetaVAE(adata, hidden=hidden, latent_dim=latent_dim, beta=beta, split_key=split_key)
@@ -112,7 +117,7 @@ def vae(
         "history": {k: list(v) for k, v in model.history.items()},
         "train_info": dict(model.train_info),
         "model_uid": _registry.register(model),
-        "model_path": str(save_path) if save_path is not None else None,
+        "model_path": str(Path(save_path).resolve()) if save_path is not None else None,  # any working directory
     }
     logger.info(f"Adding adata.obsm[{key_added!r}] {z.shape}, adata.uns[{key!r}]")
     return adata if copy else None
@@ -136,6 +141,12 @@ def get_model(adata: ad.AnnData, key: str = "vae") -> Any:
     if entry.get("model_path"):
         from ..models.loading import load_model
 
+        if not Path(entry["model_path"]).exists():
+            raise ValueError(
+                f"adata.uns[{key!r}] names the model files {entry['model_path']}, which do not exist (moved, or "
+                "a relative path saved from another working directory?): load the model with "
+                "rp.models.load_model(path) and pass it."
+            )
         return load_model(entry["model_path"])
     raise ValueError(
         f"The model of adata.uns[{key!r}] is not in this session and was not saved: "
