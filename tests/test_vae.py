@@ -87,6 +87,11 @@ def test_corrupt_model_files_raise(trained, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="not a BetaVAE"):
         BetaVAE.load(tmp_path / "vae2")
+    cfg["class"] = "BetaVAE"
+    del cfg["var_names"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"does not describe a complete BetaVAE \(KeyError: 'var_names'\)"):
+        BetaVAE.load(tmp_path / "vae2")
 
 
 def test_encode_other_cohort_without_training(trained, tmp_path):

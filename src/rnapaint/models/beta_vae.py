@@ -18,6 +18,7 @@ from .._logging import logger
 from .._validation import check_expression
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.vae import VAE, vae_loss
+from ._config_errors import refuses_incomplete_config
 
 _VAR_PREFIX = "var."
 _MODULE_PREFIX = "module."
@@ -387,6 +388,7 @@ class BetaVAE:
         return out
 
     @classmethod
+    @refuses_incomplete_config
     def load(cls, path: str | Path, adata: ad.AnnData | None = None) -> BetaVAE:
         """Load a model saved by :meth:`save`; with ``adata``, check that it has the model's genes.
 

@@ -25,6 +25,7 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
+from ._config_errors import refuses_incomplete_config
 from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
@@ -623,6 +624,7 @@ class CascadedDiffusion:
         return out
 
     @classmethod
+    @refuses_incomplete_config
     def load(cls, path: str | os.PathLike) -> CascadedDiffusion:
         """Load a model saved by :meth:`save` (refuses truncated files and other classes)."""
         from .beta_vae import BetaVAE

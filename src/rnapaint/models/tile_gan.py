@@ -22,6 +22,7 @@ import torch
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
+from ._config_errors import refuses_incomplete_config
 from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
@@ -442,6 +443,7 @@ class TileGAN:
         return out
 
     @classmethod
+    @refuses_incomplete_config
     def load(cls, path: str | os.PathLike) -> TileGAN:
         """Load a model saved by :meth:`save` (refuses truncated files and other classes)."""
         from .beta_vae import BetaVAE

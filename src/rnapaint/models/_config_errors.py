@@ -1,0 +1,25 @@
+"""A model's ``load`` turns a config.json that lacks entries into a ValueError naming the folder."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+
+def refuses_incomplete_config(load: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a ``load(cls, path, ...)`` classmethod body: ``KeyError``/``TypeError`` from reading the
+    config (a missing entry, an option this version does not know) become a ``ValueError`` that says
+    which folder and why, instead of a bare ``KeyError: 'var_names'``."""
+
+    @functools.wraps(load)
+    def wrapper(cls, path, *args, **kwargs):
+        try:
+            return load(cls, path, *args, **kwargs)
+        except (KeyError, TypeError) as e:
+            raise ValueError(
+                f"{path}: config.json does not describe a complete {cls.__name__} ({type(e).__name__}: {e}); "
+                "it was written by another rnapaint version, or edited."
+            ) from e
+
+    return wrapper
