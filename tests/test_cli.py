@@ -52,6 +52,7 @@ def toy_h5ad(tmp_path_factory):
 
 def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     vae, gan = tmp_path / "vae", tmp_path / "gan"
+    vae.mkdir()  # an empty folder is written into, without --overwrite
     res = _run(
         "train",
         toy_h5ad,

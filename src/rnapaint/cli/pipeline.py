@@ -176,7 +176,8 @@ def train(
 
     if method not in ("vae", *GENERATORS):
         _fail(f"--method must be vae, rnagan, gan or cdm, got {method!r}.")
-    if out.exists() and not overwrite:
+    empty_folder = out.is_dir() and not out.is_symlink() and not any(out.iterdir())  # written into, as the library does
+    if out.exists() and not overwrite and not empty_folder:
         _fail(f"{out} exists; pass --overwrite to replace it.")
     adata = _read_units(expression)
     reserved = {
