@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -94,7 +95,17 @@ def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_pat
         loaded.train(max_steps=1)
     test = toy[toy.obs["split"] == "test"].copy()
     test.uns["tiles"] = {"store": "keep me"}  # what spot_tiles / tile_slides record
-    rp.tl.generate(test, m, n_per_obs=2, seed=5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not the model's β-VAE latent")  # X_vae is .X's latent
+        rp.tl.generate(test, m, n_per_obs=2, seed=5)
+    # An edited copy keeps its old X_vae, which wins: that is warned about, and deleting it paints .X.
+    enriched = test.copy()
+    enriched.X = np.asarray(enriched.X) + 1.0
+    with pytest.warns(UserWarning, match="not the model's β-VAE latent"):
+        stale = m.generate(enriched, n_per_obs=1, seed=5)
+    np.testing.assert_array_equal(stale, m.generate(test, n_per_obs=1, seed=5))
+    del enriched.obsm["X_vae"]
+    assert not np.array_equal(m.generate(enriched, n_per_obs=1, seed=5), stale)
     for bad, match in [
         ({"n_per_obs": 0}, "must be ≥ 1"),
         ({"batch_size": 0}, "must be ≥ 1"),

@@ -105,7 +105,8 @@ class TileStore:
     """Tiles ``(n, H, W, 3)`` uint8 with a table (unit, slide, x, y, mpp), stored in zarr.
 
     Create with :meth:`create`, open with :meth:`open` (``mode="r"`` read-only, ``"a"`` append).
-    ``store[i]`` / ``store[idx]`` returns tiles as numpy; ``store.table`` the committed table;
+    ``store[i]`` / ``store[idx]`` returns tiles as numpy; ``store.table`` the table of the rows this
+    handle sees (committed ones; a writer also sees its pending rows);
     ``store.indices(unit)`` the rows of one expression unit.
 
     A store has one writer at a time: an ``"a"`` handle (and :meth:`create`) holds a lock until
@@ -367,7 +368,8 @@ class TileStore:
 
     @property
     def table(self) -> pd.DataFrame:
-        """Committed per-tile table: ``unit``, ``slide``, ``x``, ``y``, ``mpp``."""
+        """Per-tile table (``unit``, ``slide``, ``x``, ``y``, ``mpp``) of the rows this handle sees: the committed
+        ones, and for a writer also its rows not committed yet (as ``len``)."""
         n = self._n
         cols = {k: self._group[k][:n] for k in _COLUMNS}
         return pd.DataFrame(

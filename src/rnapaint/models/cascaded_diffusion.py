@@ -26,6 +26,7 @@ import torch
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ._config_errors import refuses_incomplete_config
+from ._latent_condition import latent_condition
 from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
@@ -414,12 +415,7 @@ class CascadedDiffusion:
             x = adata[:, genes].X
             x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
             return np.asarray(x, np.float32)
-        rep = c["rep"]
-        if rep in adata.obsm and adata.obsm[rep].shape[1] == c["condition_dim"]:
-            return np.asarray(adata.obsm[rep], np.float32)
-        if self.vae is not None:
-            return self.vae.get_latent(adata)  # checks the genes
-        raise ValueError(f"adata.obsm has no {rep!r} and the model carries no β-VAE to compute it.")
+        return latent_condition(adata, c["rep"], c["condition_dim"], self.vae)
 
     @torch.no_grad()
     def generate(

@@ -23,6 +23,7 @@ from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
 from ._config_errors import refuses_incomplete_config
+from ._latent_condition import latent_condition
 from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
@@ -339,16 +340,7 @@ class TileGAN:
         c = self.config
         if c["condition"] is None:
             return np.zeros((adata.n_obs, 0), np.float32)
-        rep = c["rep"]
-        if rep in adata.obsm and adata.obsm[rep].shape[1] == c["condition_dim"]:
-            z = np.asarray(adata.obsm[rep], np.float32)
-        elif self.vae is not None:
-            z = self.vae.get_latent(adata)  # checks the genes
-        else:
-            raise ValueError(f"adata.obsm has no {rep!r} and the model carries no β-VAE to compute it.")
-        if not np.isfinite(z).all():
-            raise ValueError(f"adata.obsm[{rep!r}] holds NaN or infinite values.")
-        return z
+        return latent_condition(adata, c["rep"], c["condition_dim"], self.vae)
 
     @torch.no_grad()
     def generate(

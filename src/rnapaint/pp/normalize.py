@@ -53,8 +53,9 @@ def log1p(
 
     Returns
     -------
-    ``None``, or the copy when ``copy=True``. ``.X`` becomes float32; integer counts are kept in
-    ``layers['counts']`` when that layer does not exist.
+    ``None``, or the copy when ``copy=True``. ``.X`` becomes float32; counts read from ``.X`` are
+    kept in ``layers['counts']`` when that layer does not exist (counts read from ``layer`` stay
+    there).
 
     Raises
     ------
@@ -78,8 +79,10 @@ def log1p(
                 "transform anyway."
             )
     adata = adata.copy() if copy else adata
+    kept = f"adata.layers[{layer!r}]" if layer is not None else None
     if "counts" not in adata.layers and layer is None:
         adata.layers["counts"] = x.copy()
+        kept = "adata.layers['counts']"
     out = x.astype(np.float32)
     if sp.issparse(out):
         out.data = np.log1p(out.data)
@@ -87,7 +90,7 @@ def log1p(
         out = np.log1p(out)
     adata.X = out
     _rp_uns(adata)["log1p"] = {"base": "e", "layer": layer}
-    logger.info("log1p: adata.X now holds log(1 + counts); counts kept in adata.layers['counts'].")
+    logger.info(f"log1p: adata.X now holds log(1 + counts){'; counts kept in ' + kept if kept else ''}.")
     return adata if copy else None
 
 

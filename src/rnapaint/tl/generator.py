@@ -119,6 +119,8 @@ def generate(
     ----------
     adata
         Profiles with the model's genes (encoded with the model's β-VAE) or with ``obsm['X_vae']``.
+        ``obsm['X_vae']`` wins when present: after editing ``.X`` of a copy (an enriched profile),
+        ``del adata.obsm['X_vae']`` so that ``.X`` is encoded (a stale latent is warned about).
         Units without any image are exactly the imputation use case.
     model
         A trained :class:`rnapaint.models.TileGAN` or :class:`rnapaint.models.CascadedDiffusion`, or
