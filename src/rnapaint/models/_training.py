@@ -89,6 +89,24 @@ def default_precision(accelerator: str) -> str:
     return "32-true"
 
 
+def quiet_trainer(accelerator: str, precision: str | None, progress_bar: bool, **kwargs: Any) -> pl.Trainer:
+    """A Lightning Trainer as every rnapaint model runs it; ``kwargs`` go to ``pl.Trainer``.
+
+    rnapaint keeps its own history and safetensors checkpoints, so Lightning's logger, checkpoints
+    and model summary are off; precision defaults to :func:`default_precision`. Build it inside
+    :func:`torch_flags_restored`: the Trainer sets torch's deterministic mode when it is built.
+    """
+    return pl.Trainer(
+        accelerator=accelerator,
+        precision=precision or default_precision(accelerator),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress_bar,
+        **kwargs,
+    )
+
+
 class StopAt(pl.Callback):
     """Stop when the plan's own step counter reaches ``max_steps`` (survives resumes)."""
 

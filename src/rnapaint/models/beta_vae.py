@@ -180,7 +180,7 @@ class BetaVAE:
         import lightning.pytorch as pl
         from torch.utils.data import DataLoader, TensorDataset
 
-        from ._training import BestWeights, History, default_precision, quiet_lightning, torch_flags_restored
+        from ._training import BestWeights, History, quiet_lightning, quiet_trainer, torch_flags_restored
 
         if int(batch_size) < 2 or int(max_epochs) < 1 or not lr > 0:
             raise ValueError(
@@ -222,16 +222,13 @@ class BetaVAE:
                 callbacks.append(pl.callbacks.EarlyStopping("val_loss", patience=early_stopping_patience))
         # Trainer(deterministic=True) switches torch's deterministic mode on for the whole session.
         with torch_flags_restored():
-            trainer = pl.Trainer(
+            trainer = quiet_trainer(
+                accelerator,
+                precision,
+                progress_bar,
                 max_epochs=max_epochs,
-                accelerator=accelerator,
                 devices=devices,
-                precision=precision or default_precision(accelerator),
                 callbacks=callbacks,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=progress_bar,
                 deterministic=True,
                 num_sanity_val_steps=0,
             )

@@ -291,7 +291,7 @@ class CascadedDiffusion:
 
         from ..data.loader import tile_loader
         from ._diffusion_training import DiffusionCheckpoint, DiffusionTrainingPlan
-        from ._training import History, StopAt, default_precision, quiet_lightning, torch_flags_restored
+        from ._training import History, StopAt, quiet_lightning, quiet_trainer, torch_flags_restored
 
         stages = tuple(stages or self.stages)
         unknown = set(stages) - set(self.stages)
@@ -361,19 +361,16 @@ class CascadedDiffusion:
             # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
             # built; give the user's session back as it was, whatever happens.
             with torch_flags_restored():
-                trainer = pl.Trainer(
+                trainer = quiet_trainer(
+                    accelerator,
+                    precision,
+                    progress_bar,
                     max_steps=-1,
                     max_epochs=10**9,
                     max_time={"seconds": seconds} if seconds else None,
-                    accelerator=accelerator,
                     devices=devices,
                     strategy=strategy,
-                    precision=precision or default_precision(accelerator),
                     callbacks=callbacks,
-                    logger=False,
-                    enable_checkpointing=False,
-                    enable_model_summary=False,
-                    enable_progress_bar=progress_bar,
                     deterministic=not on_gpu,
                     log_every_n_steps=1,
                 )

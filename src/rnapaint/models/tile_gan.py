@@ -237,8 +237,8 @@ class TileGAN:
             History,
             StopAt,
             ddp_with_unused_parameters,
-            default_precision,
             quiet_lightning,
+            quiet_trainer,
             torch_flags_restored,
         )
 
@@ -294,19 +294,16 @@ class TileGAN:
         # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
         # built; give the user's session back as it was, whatever happens.
         with torch_flags_restored():
-            trainer = pl.Trainer(
+            trainer = quiet_trainer(
+                accelerator,
+                precision,
+                progress_bar,
                 max_steps=-1,
                 max_epochs=10**9,
                 max_time={"seconds": max_time} if max_time else None,
-                accelerator=accelerator,
                 devices=devices,
                 strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
-                precision=precision or default_precision(accelerator),
                 callbacks=callbacks,
-                logger=False,
-                enable_checkpointing=False,
-                enable_model_summary=False,
-                enable_progress_bar=progress_bar,
                 deterministic=not on_gpu,
                 log_every_n_steps=1,
             )
