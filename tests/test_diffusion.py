@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
@@ -100,6 +103,19 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     np.testing.assert_array_equal(model.generate(test, **kw), loaded.generate(test, **kw))
     with pytest.raises(ValueError, match="loaded from disk and has no training data"):
         loaded.train(max_steps=1)
+    # An option this version does not know (top level or in a stage) is refused, not ignored.
+    shutil.copytree(tmp_path / "cdm", tmp_path / "edited")
+    cfg_path = tmp_path / "edited" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["sampler_default"] = "ddim"
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"CascadedDiffusion options .* does not know: \['sampler_default'\]"):
+        rp.models.load_model(tmp_path / "edited")
+    del cfg["model"]["sampler_default"]
+    cfg["model"]["base"]["dropout_rate"] = 0.1
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not describe a complete CascadedDiffusion"):
+        rp.models.load_model(tmp_path / "edited")
     # From expression alone (the β-VAE travels with the model) and through rp.tl.generate, by path.
     bare = test.copy()
     del bare.obsm["X_vae"]

@@ -180,6 +180,14 @@ def test_corrupt_generator_file_raises(models, tmp_path):
     w.write_bytes(w.read_bytes()[:1000])
     with pytest.raises(ValueError, match="truncated or corrupted"):
         TileGAN.load(tmp_path / "gan")
+    models["rnagan"].save(tmp_path / "rnagan")
+    cfg_path = tmp_path / "rnagan" / "config.json"
+    TileGAN.load(tmp_path / "rnagan")  # every option a conditioned model writes is known
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["self_attention"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"TileGAN options .* does not know: \['self_attention'\]"):
+        TileGAN.load(tmp_path / "rnagan")
 
 
 _KILL = """

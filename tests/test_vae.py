@@ -92,6 +92,14 @@ def test_corrupt_model_files_raise(trained, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"does not describe a complete BetaVAE \(KeyError: 'var_names'\)"):
         BetaVAE.load(tmp_path / "vae2")
+    # An option this version does not know is refused, not silently ignored.
+    model.save(tmp_path / "vae3")
+    cfg_path = tmp_path / "vae3" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model"]["residual"] = True
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"BetaVAE options this rnapaint version does not know: \['residual'\]"):
+        BetaVAE.load(tmp_path / "vae3")
 
 
 def test_encode_other_cohort_without_training(trained, tmp_path):

@@ -23,3 +23,17 @@ def refuses_incomplete_config(load: Callable[..., Any]) -> Callable[..., Any]:
             ) from e
 
     return wrapper
+
+
+def refuse_unknown_options(path: Any, cls_name: str, options: dict[str, Any], known: frozenset[str]) -> None:
+    """Refuse a config whose ``model`` entry holds options this version does not know.
+
+    Loaders read the options they need by name, so an extra one (a hand edit, or a key a later
+    version added without a format bump) would otherwise load silently and be ignored.
+    """
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"{path}: config.json gives {cls_name} options this rnapaint version does not know: {unknown}; "
+            "it was written by another rnapaint version, or edited."
+        )

@@ -18,10 +18,12 @@ from .._logging import logger
 from .._validation import check_expression
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.vae import VAE, vae_loss
-from ._config_errors import refuses_incomplete_config
+from ._config_errors import refuse_unknown_options, refuses_incomplete_config
 
 _VAR_PREFIX = "var."
 _MODULE_PREFIX = "module."
+# Every option a BetaVAE config holds; load refuses others.
+_OPTIONS = frozenset(("hidden", "latent_dim", "beta", "dropout", "split_key", "zscore"))
 
 
 def _as_tensor(adata: ad.AnnData) -> torch.Tensor:
@@ -403,6 +405,7 @@ class BetaVAE:
             var[col] = tensors[_VAR_PREFIX + col]
         shell = ad.AnnData(X=np.zeros((1, len(var)), np.float32), var=var)
         mc = config["model"]
+        refuse_unknown_options(path, cls.__name__, mc, _OPTIONS)
         model = cls(
             shell,
             hidden=mc["hidden"],

@@ -25,13 +25,22 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
-from ._config_errors import refuses_incomplete_config
+from ._config_errors import refuse_unknown_options, refuses_incomplete_config
 from ._latent_condition import latent_condition
 from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
 STAGES = ("base", "sr")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
+# Every top-level option of a CascadedDiffusion config; load refuses others (stage options are checked
+# by the UNet's own signature).
+_OPTIONS = frozenset(
+    {
+        *("condition", "rep", "genes", "image_size", "base_size", "prediction", "cond_drop"),
+        *("num_train_timesteps", "beta_schedule", "aug_max", "condition_dim", "condition_mean"),
+        *("condition_std", "base", "sr"),
+    }
+)
 BASE_DEFAULTS: dict[str, Any] = {
     "channels": [128, 256, 384, 512],
     "attention": [False, True, True, True],
@@ -625,6 +634,7 @@ class CascadedDiffusion:
         tensors, config = load_model_files(path)
         if config.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
+        refuse_unknown_options(path, cls.__name__, config["model"], _OPTIONS)
         self = cls.__new__(cls)
         self.config = config["model"]
         self.vae = BetaVAE.load(Path(path) / "vae") if config.get("has_vae") else None

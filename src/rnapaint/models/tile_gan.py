@@ -22,12 +22,19 @@ import torch
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
-from ._config_errors import refuses_incomplete_config
+from ._config_errors import refuse_unknown_options, refuses_incomplete_config
 from ._latent_condition import latent_condition
 from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
 _PREFIXES = ("generator.", "critic.", "ema.")
+# Every option a TileGAN config holds (the condition statistics only when conditioned); load refuses others.
+_OPTIONS = frozenset(
+    {
+        *("condition", "rep", "image_size", "width", "latent_dim", "condition_dim", "upsample"),
+        *("critic_norm", "projection", "noise", "condition_mean", "condition_std"),
+    }
+)
 
 
 class TileGAN:
@@ -440,6 +447,7 @@ class TileGAN:
         tensors, config = load_model_files(path)
         if config.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
+        refuse_unknown_options(path, cls.__name__, config["model"], _OPTIONS)
         self = cls.__new__(cls)
         self.config = config["model"]
         self.vae = BetaVAE.load(Path(path) / "vae") if config.get("has_vae") else None
