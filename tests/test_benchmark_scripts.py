@@ -63,3 +63,13 @@ def test_tiles_benchmark_runs(tmp_path, data_root):
     assert {r["what"] for r in rows} == {"tile_slides", "loader"}
     assert {r["augment_on"] for r in rows if r["what"] == "loader"} == {"device", "worker", "none"}
     assert all(r["tiles"] > 0 and r["tiles_per_s"] > 0 for r in rows)
+
+
+def test_pretrain_benchmark_runs(tmp_path, data_root):
+    d = _run("pretrain", "--quick", "--data-root", str(data_root), tmp_path=tmp_path)
+    arms = {r["arm"] for r in d["rows"]}
+    assert {"scratch / fine-tune", "random init / linear"} <= arms
+    assert all(len(r["folds"]) == d["args"]["folds"] and 0 <= r["mean"] <= 1 for r in d["rows"])
+    # Chance is each test fold's largest class share (as condition_fidelity defines it): LC25000's
+    # stratified folds hold the three classes equally.
+    assert len(d["fold_chance"]) == d["args"]["folds"] and abs(d["chance"] - 1 / 3) < 0.02
