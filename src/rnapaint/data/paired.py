@@ -152,7 +152,9 @@ class PairedTiles(Dataset):
             k = self._memory.shape[1]
             return self._memory[t // k, t % k]
         if self._reader is None or self._pid != os.getpid():  # one store handle per worker process
-            self._reader = TileStore.open(self._store_path).reader
+            # The parent checked the store's codes when it built this dataset: a worker need not
+            # read them again (8 bytes a tile, in every worker).
+            self._reader = TileStore(self._store_path, check_codes=False).reader
             self._pid = os.getpid()
         out = np.empty(self._reader.shape, np.uint8)
         self._reader.read_into(t, out)

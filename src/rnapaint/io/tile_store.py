@@ -115,7 +115,9 @@ class TileStore:
     they see the rows committed when they opened.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: str = "r"):
+    def __init__(self, path: str | os.PathLike, mode: str = "r", *, check_codes: bool = True):
+        """Open a store; see :meth:`open`. ``check_codes=False`` skips reading the unit and slide code
+        arrays to check them (8 bytes a tile): for loader workers reopening a store their parent checked."""
         import zarr
 
         self.path = Path(path)
@@ -143,7 +145,7 @@ class TileStore:
             except Exception as e:  # zarr raises its own errors for a missing or corrupt zarr.json
                 raise self._damaged(f"its zarr group cannot be opened ({type(e).__name__}: {e})") from e
             self._load_commit()
-            self._check_layout()
+            self._check_layout(check_codes)
         except BaseException:
             self.close()  # a damaged store keeps no lock
             raise
@@ -155,7 +157,7 @@ class TileStore:
             "create it again (TileStore.create(..., overwrite=True), rnapaint.pp.tile_slides)."
         )
 
-    def _check_layout(self) -> None:
+    def _check_layout(self, check_codes: bool = True) -> None:
         """Raise if the arrays cannot hold the committed rows (a copy cut short, an edited file)."""
         ts, n = self.tile_size, self._n
         arrays = {}
@@ -173,7 +175,7 @@ class TileStore:
             if a.shape[0] < n:
                 raise self._damaged(f"its array {name!r} has {a.shape[0]} rows but {n} are committed")
         # A code past the names committed with it would read as another unit's tile, or crash later.
-        for name, names in (("unit_code", self._units), ("slide_code", self._slides)):
+        for name, names in (("unit_code", self._units), ("slide_code", self._slides)) if check_codes else ():
             codes = np.asarray(arrays[name][:n])
             if n and (codes.min() < 0 or codes.max() >= len(names)):
                 raise self._damaged(
