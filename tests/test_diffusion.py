@@ -116,6 +116,11 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not describe a complete CascadedDiffusion"):
         rp.models.load_model(tmp_path / "edited")
+    # A model saved while head_dim set the number of heads would load into another attention layout.
+    del cfg["model"]["base"]["dropout_rate"], cfg["model"]["head_dim_is_head_size"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="took head_dim as the number of attention heads"):
+        rp.models.load_model(tmp_path / "edited")
     # From expression alone (the β-VAE travels with the model) and through rp.tl.generate, by path.
     bare = test.copy()
     del bare.obsm["X_vae"]
@@ -275,12 +280,19 @@ def test_every_sampler_starts_from_pure_noise_and_sr_noise_level_is_checked():
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_bf16_true_training_runs_and_returns_float32_weights():
+def test_bf16_true_training_runs_and_returns_float32_weights(monkeypatch):
     import torch
+    from diffusers import DDPMScheduler
 
     a, m = _tiny()
     torch.use_deterministic_algorithms(False)
+    # The images are noised in float32 even in bf16-true: in bf16, ᾱ_t rounds to 1 for t ≤ 20.
+    noised, add_noise = [], DDPMScheduler.add_noise
+    monkeypatch.setattr(
+        DDPMScheduler, "add_noise", lambda self, x, e, t: noised.append((x.dtype, e.dtype)) or add_noise(self, x, e, t)
+    )
     m.train(max_steps=2, precision="bf16-true", **TINY_TRAIN)
+    assert noised and set(noised) == {(torch.float32, torch.float32)}
     assert m.train_info["base"]["steps"] == 2 and "bf16-true" in m.train_info["base"]["precision"]
     assert not torch.are_deterministic_algorithms_enabled()  # Trainer(deterministic=True) set it; given back
     for nets in (m.nets, m.ema):
@@ -289,3 +301,29 @@ def test_bf16_true_training_runs_and_returns_float32_weights():
     ema = torch.cat([p.flatten() for p in m.ema["base"].parameters()])
     assert (ema != ema.bfloat16().float()).any()
     assert m.generate(a[:2], n_per_obs=1, steps=2, progress_bar=False, device="cpu").shape == (2, 1, 8, 8, 3)
+
+
+def test_attention_heads_are_head_dim_wide_and_settings_are_checked(toy):
+    from rnapaint.nn import ConditionalUNet
+
+    net = ConditionalUNet(16, 4, channels=(32, 64), attention=(False, True), layers_per_block=1, head_dim=16)
+    attn = [m for m in net.modules() if type(m).__name__ == "Attention"]
+    # diffusers reads attention_head_dim as the number of heads: 64 channels / 16 = 4 heads of 16.
+    assert attn and all((m.heads, m.inner_dim // m.heads) == (4, 16) for m in attn)
+    with pytest.raises(ValueError, match="head_dim 24 must divide"):
+        ConditionalUNet(16, 4, channels=(32, 64), attention=(False, True), head_dim=24)
+    a = toy[:12]
+    for aug_max in (0, 1001):
+        with pytest.raises(ValueError, match="aug_max must be in"):
+            CascadedDiffusion(a, a.obsm["tiles"], base_size=8, base=TINY, sr=TINY, aug_max=aug_max)
+    with pytest.raises(ValueError, match="augment must be"):
+        CascadedDiffusion(a, a.obsm["tiles"], base_size=8, base=TINY, sr=TINY, augment="colour")
+    m = CascadedDiffusion(a, a.obsm["tiles"], base_size=8, base=TINY, sr=TINY)
+    assert m.dataset.augment.flips and not m.dataset.augment.hue  # dihedral only by default
+    m = CascadedDiffusion(a, a.obsm["tiles"], base_size=8, base=TINY, sr=TINY, cond_drop=0.0)
+    m.is_trained = True
+    # Without condition dropout the unconditional branch never trained: guidance is refused.
+    with pytest.raises(ValueError, match=r"guidance_scale=2\.0, but this model was trained with cond_drop=0"):
+        m.generate(a[:1], n_per_obs=1, steps=1, progress_bar=False, device="cpu")
+    tiles = m.generate(a[:1], n_per_obs=1, steps=1, guidance_scale=1, progress_bar=False, device="cpu")
+    assert tiles.shape == (1, 1, 16, 16, 3)

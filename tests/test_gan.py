@@ -376,3 +376,14 @@ def test_overwrite_replaces_a_tile_store_never_another_folder(tmp_path):
     assert (store / "notes.txt").read_text() == "keep me" and not w.tmp.exists()
     (store / "notes.txt").unlink()  # an empty folder may be replaced
     assert len(GeneratedTileWriter(store, 8, ["u0"], overwrite=True).commit()) == 0
+
+
+def test_real_tiles_are_augmented_without_colour_jitter_by_default(toy):
+    a = toy[:16]
+    dihedral = TileGAN(a, a.obsm["tiles"], condition=None, width=8, latent_dim=16).dataset.augment
+    assert dihedral.flips and dihedral.rot90 and not (dihedral.hue or dihedral.brightness)
+    jitter = TileGAN(a, a.obsm["tiles"], condition=None, width=8, latent_dim=16, augment=True).dataset.augment
+    assert jitter.hue > 0 and jitter.brightness > 0
+    assert TileGAN(a, a.obsm["tiles"], condition=None, width=8, latent_dim=16, augment=False).dataset.augment is None
+    with pytest.raises(ValueError, match="augment must be"):
+        TileGAN(a, a.obsm["tiles"], condition=None, width=8, latent_dim=16, augment="colour")

@@ -10,6 +10,7 @@ only the reading and sends uint8 across processes and to the GPU, a quarter of t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,13 @@ class TileAugment:
     ):
         self.flips, self.rot90 = flips, rot90
         self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    @classmethod
+    def dihedral(cls) -> TileAugment:
+        """Flips and 90° rotations only: what generators train with by default. Their tiles follow
+        the training images' distribution, colour jitter included (augmentations leak into what a
+        generator paints; Karras et al. 2020), and tissue has no orientation but a stain colour."""
+        return cls(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 
     def __repr__(self) -> str:
         return (
@@ -244,3 +252,16 @@ def apply_colour(x: torch.Tensor, m: torch.Tensor, offset_scale: torch.Tensor) -
     luma = flat.mean(-1) @ _RGB2YIQ[0].to(dev, dt)
     out = torch.baddbmm((offset_scale.to(dev, dt) * luma)[:, None, None], m.to(dev, dt), flat)
     return out.reshape(n, ch, hgt, wid)
+
+
+def generator_augment(augment: Any) -> TileAugment | bool | None:
+    """A generator's ``augment=`` argument → what :class:`~rnapaint.data.PairedTiles` takes.
+
+    ``"dihedral"`` (flips and 90° rotations: :meth:`TileAugment.dihedral`), ``True`` (the full
+    :class:`TileAugment`, colour jitter included), ``False``/``None`` (none) or a ``TileAugment``.
+    """
+    if isinstance(augment, TileAugment) or augment is True or augment is False or augment is None:
+        return augment
+    if augment == "dihedral":
+        return TileAugment.dihedral()
+    raise ValueError(f"augment must be 'dihedral', True, False or a TileAugment, got {augment!r}.")

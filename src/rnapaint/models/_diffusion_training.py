@@ -102,18 +102,20 @@ class DiffusionTrainingPlan(pl.LightningModule):
         images = device_images(self, images)  # augment_on="device": augmented and scaled here, on the GPU
         n = len(images)
         device = images.device
+        # Noise in fp32 whatever the precision: diffusers' add_noise/get_velocity cast ᾱ_t to the
+        # images' dtype, and in bf16 ᾱ_t rounds to 1 for t ≤ 20 (no noise, wrong v targets).
+        dtype, images = images.dtype, images.float()
         if self.stage == "base":
             x0, extra = resize(images, c["base_size"]), {}
         else:
             x0 = images
             low = resize(resize(images, c["base_size"]), c["image_size"])
-            aug_t = torch.randint(0, max(1, c["aug_max"]), (n,), device=device)
-            low = self.scheduler.add_noise(low, torch.randn_like(low), aug_t)
+            aug_t = torch.randint(0, c["aug_max"], (n,), device=device)
+            low = self.scheduler.add_noise(low, torch.randn_like(low), aug_t).to(dtype)
             extra = {"low_res": low.to(memory_format=self.memory_format), "aug_t": aug_t}
-        x0 = x0.to(memory_format=self.memory_format)
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (n,), device=device)
-        x_t = self.scheduler.add_noise(x0, noise, t)
+        x_t = self.scheduler.add_noise(x0, noise, t).to(dtype, memory_format=self.memory_format)
         target = noise if c["prediction"] == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
         drop = torch.rand(n, device=device) < c["cond_drop"]
         cond = (batch["condition"] - self.cond_mean) / self.cond_std

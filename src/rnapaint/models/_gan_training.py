@@ -143,10 +143,14 @@ class GANTrainingPlan(pl.LightningModule):
             self.log("train_gp", gp.detach(), on_step=False, on_epoch=True)
         if self.step % self.n_critic == 0:
             z = self._input(batch["condition"])
+            # The critic's weights need no gradient here (only its input does): toggling skips that
+            # half of the critic's backward pass.
+            self.toggle_optimizer(opt_g)
             loss_g = -self._critic(self.g_fwd(z), proj).float().mean()
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
+            self.untoggle_optimizer(opt_g)
             self._update_ema()
             self.log("train_generator", loss_g.detach(), on_step=False, on_epoch=True, prog_bar=True)
 

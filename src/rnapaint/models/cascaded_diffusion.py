@@ -38,7 +38,7 @@ _OPTIONS = frozenset(
     {
         *("condition", "rep", "genes", "image_size", "base_size", "prediction", "cond_drop"),
         *("num_train_timesteps", "beta_schedule", "aug_max", "condition_dim", "condition_mean"),
-        *("condition_std", "base", "sr"),
+        *("condition_std", "base", "sr", "head_dim_is_head_size"),
     }
 )
 BASE_DEFAULTS: dict[str, Any] = {
@@ -98,6 +98,11 @@ class CascadedDiffusion:
     aug_max
         Super-resolution stage: the low-resolution input is noised to a level drawn from
         ``[0, aug_max)`` timesteps in training (noise-conditioning augmentation).
+    augment
+        Augmentation of the real tiles: ``"dihedral"`` (default: flips and 90° rotations, which leave
+        H&E's appearance unchanged), ``True`` (also :class:`~rnapaint.data.TileAugment`'s colour
+        jitter, which the generator then learns to paint, so stain colour follows the expression less),
+        ``False`` or a :class:`~rnapaint.data.TileAugment`.
     """
 
     def __init__(
@@ -116,7 +121,9 @@ class CascadedDiffusion:
         num_train_timesteps: int = 1000,
         beta_schedule: str = "squaredcos_cap_v2",
         aug_max: int = 250,
+        augment: Any = "dihedral",
     ):
+        from ..data.augment import generator_augment
         from ..data.paired import PairedTiles
         from .beta_vae import BetaVAE
 
@@ -126,6 +133,11 @@ class CascadedDiffusion:
             raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', got {prediction!r}.")
         if not 0.0 <= cond_drop < 1.0:
             raise ValueError(f"cond_drop must be in [0, 1), got {cond_drop}.")
+        if not 1 <= aug_max <= num_train_timesteps:
+            raise ValueError(
+                f"aug_max must be in [1, num_train_timesteps={num_train_timesteps}] (levels [0, aug_max) are "
+                f"drawn), got {aug_max}."
+            )
         if isinstance(vae, (str, os.PathLike)):
             vae = BetaVAE.load(vae)
         self.vae = vae if condition == "vae" else None
@@ -135,7 +147,12 @@ class CascadedDiffusion:
             adata = adata.copy()
             adata.obsm[rep] = vae.get_latent(adata)
         self.dataset = PairedTiles(
-            tiles, adata, rep=rep if condition == "vae" else None, units=units, augment=True, augment_on="device"
+            tiles,
+            adata,
+            rep=rep if condition == "vae" else None,
+            units=units,
+            augment=generator_augment(augment),
+            augment_on="device",
         )
         size = self.dataset.tile_size
         base_size = min(int(base_size), size)
@@ -163,6 +180,8 @@ class CascadedDiffusion:
             "condition_std": std.float().tolist(),
             "base": {**BASE_DEFAULTS, **(base or {})},
             "sr": {**SR_DEFAULTS, **(sr or {})} if size > base_size else None,
+            # Models saved before this key took head_dim as the number of attention heads.
+            "head_dim_is_head_size": True,
         }
         self._build()
         self.history: dict[str, dict[str, list[float]]] = {}
@@ -496,6 +515,13 @@ class CascadedDiffusion:
         if not self.is_trained:
             raise ValueError("The model is not trained.")
         c = self.config
+        for name, w in (("guidance_scale", guidance_scale), ("sr_guidance_scale", sr_guidance_scale)):
+            if c["cond_drop"] == 0 and w is not None and w != 1:
+                raise ValueError(
+                    f"{name}={w}, but this model was trained with cond_drop=0: its unconditional prediction "
+                    "never trained, so guidance would push toward an arbitrary output. Pass "
+                    f"{name}=1 (the plain conditional model), or train with cond_drop > 0."
+                )
         cond = np.asarray(adata, np.float32) if isinstance(adata, np.ndarray) else self._conditions(adata)
         if cond.ndim != 2 or cond.shape[1] != c["condition_dim"]:
             raise ValueError(f"conditions must have shape (n, {c['condition_dim']}), got {cond.shape}.")
@@ -635,6 +661,12 @@ class CascadedDiffusion:
         if config.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
         refuse_unknown_options(path, cls.__name__, config["model"], _OPTIONS)
+        if not config["model"].get("head_dim_is_head_size"):
+            raise ValueError(
+                f"{path} was saved by an rnapaint (before 2026-11-24) whose diffusion UNet took head_dim as the "
+                "number of attention heads: its weights would load into another attention layout and paint "
+                "other tiles. Train the model again with this version."
+            )
         self = cls.__new__(cls)
         self.config = config["model"]
         self.vae = BetaVAE.load(Path(path) / "vae") if config.get("has_vae") else None

@@ -76,6 +76,11 @@ class TileGAN:
     noise
         Half-width of RNA-GAN's uniform noise added to the condition (after each condition dimension
         is standardised with the training units' mean and standard deviation).
+    augment
+        Augmentation of the real tiles: ``"dihedral"`` (default: flips and 90° rotations, which leave
+        H&E's appearance unchanged), ``True`` (also :class:`~rnapaint.data.TileAugment`'s colour
+        jitter, which the generator then learns to paint, so stain colour follows the expression less),
+        ``False`` or a :class:`~rnapaint.data.TileAugment`.
     """
 
     def __init__(
@@ -92,7 +97,9 @@ class TileGAN:
         critic_norm: str | None = "layer",
         projection: bool = True,
         noise: float = 0.3,
+        augment: Any = "dihedral",
     ):
+        from ..data.augment import generator_augment
         from ..data.paired import PairedTiles
         from .beta_vae import BetaVAE
 
@@ -110,7 +117,9 @@ class TileGAN:
             adata = adata.copy()
             adata.obsm[rep] = np.zeros((adata.n_obs, 1), np.float32)  # placeholder: the baseline ignores it
         self.adata = adata
-        self.dataset = PairedTiles(tiles, adata, rep=rep, units=units, augment=True, augment_on="device")
+        self.dataset = PairedTiles(
+            tiles, adata, rep=rep, units=units, augment=generator_augment(augment), augment_on="device"
+        )
         size = self.dataset.tile_size
         cond_dim = int(adata.obsm[rep].shape[1]) if condition == "vae" else 0
         if condition == "vae":
@@ -372,7 +381,8 @@ class TileGAN:
             same unit and draw whatever ``batch_size`` and whatever other units are painted with it
             (up to a rounding step: the network's float arithmetic depends on the batch shape).
         batch_size, device
-            Generation batches; ``"auto"`` uses a GPU when there is one.
+            Generation batches; ``"auto"`` uses a GPU when there is one. On a GPU the generator runs
+            under bf16 autocast with channels-last memory, as it trains.
         ema
             Sample from the EMA generator (default) or the raw one.
         sink
@@ -394,25 +404,40 @@ class TileGAN:
             "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device in ("auto", None) else device
         )
         g = (self.ema if ema else self.generator).eval().to(dev)
+        gpu = dev.type == "cuda"
+        if gpu:  # as training runs: bf16 autocast, channels-last
+            g.to(memory_format=torch.channels_last)
         n = len(cond)
         out = None if sink is not None else np.empty((n, n_per_obs, c["image_size"], c["image_size"], 3), np.uint8)
         flat = np.repeat(np.arange(n), n_per_obs)
         keys = unit_keys(adata, n)
+
+        def emit(i: int, img: torch.Tensor) -> None:
+            img = img.permute(0, 2, 3, 1).cpu().numpy()  # waits for the device
+            idx = np.arange(i, i + len(img))
+            if sink is None:
+                out[idx // n_per_obs, idx % n_per_obs] = img
+            else:
+                sink(idx // n_per_obs, idx % n_per_obs, img)
+
+        pending = None
         try:
             for i in range(0, len(flat), batch_size):
                 rows = flat[i : i + batch_size]
                 draws = np.arange(i, i + len(rows)) % n_per_obs
                 gen = tile_generators(seed, keys[rows], draws)  # independent of the batching and of other units
                 z = make_input(torch.from_numpy(cond[rows]), c, len(rows), gen)
-                img = g(z.to(dev)).float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-                img = img.permute(0, 2, 3, 1).cpu().numpy()
-                idx = np.arange(i, i + len(rows))
-                if sink is None:
-                    out[idx // n_per_obs, idx % n_per_obs] = img
-                else:
-                    sink(idx // n_per_obs, idx % n_per_obs, img)
-        finally:  # the weights go back to the CPU whatever happened
-            g.cpu()
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+                    img = g(z.to(dev))
+                img = img.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+                # The device paints this batch while the host draws the next batch's noise.
+                if pending is not None:
+                    emit(*pending)
+                pending = (i, img)
+            if pending is not None:
+                emit(*pending)
+        finally:  # the weights go back to the CPU (and its memory layout) whatever happened
+            g.to("cpu", memory_format=torch.contiguous_format)
         return out
 
     # ------------------------------------------------------------------ files

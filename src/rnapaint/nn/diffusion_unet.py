@@ -76,7 +76,8 @@ class ConditionalUNet(nn.Module):
     n_tokens, token_dim, hidden
         :class:`ConditionEncoder` settings.
     head_dim
-        Attention head size.
+        Attention head size: a level with ``c`` channels has ``c // head_dim`` heads (its channels,
+        and the last level's, which the middle block uses, must be multiples of it).
     """
 
     def __init__(
@@ -105,6 +106,15 @@ class ConditionalUNet(nn.Module):
         groups = min(32, channels[0])
         if any(c % groups for c in channels):
             raise ValueError(f"every channel count must be a multiple of {groups} (GroupNorm groups).")
+        if (
+            head_dim < 1
+            or any(c % head_dim for c, a in zip(channels, attention, strict=True) if a)
+            or (channels[-1] % head_dim)
+        ):
+            raise ValueError(
+                f"head_dim {head_dim} must divide the channels of every attention level and of the last "
+                f"level (the middle block), got channels {channels} with attention {attention}."
+            )
         self.low_res = bool(low_res)
         self.cond = ConditionEncoder(condition_dim, n_tokens, token_dim, hidden)
         self.unet = UNet2DConditionModel(
@@ -117,7 +127,9 @@ class ConditionalUNet(nn.Module):
             layers_per_block=layers_per_block,
             norm_num_groups=groups,
             cross_attention_dim=token_dim,
-            attention_head_dim=head_dim,
+            # diffusers reads attention_head_dim as the number of heads (a naming bug it keeps for
+            # compatibility, diffusers#2011): pass heads per level so each head is head_dim wide.
+            attention_head_dim=tuple(max(1, c // head_dim) for c in channels),
             class_embed_type="projection",
             projection_class_embeddings_input_dim=hidden + (AUG_EMBED_DIM if low_res else 0),
         )
