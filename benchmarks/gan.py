@@ -171,6 +171,27 @@ def bench_generate(args, batch: int, bf16: bool, device) -> dict:
     }
 
 
+def bench_host_noise(args, batch: int) -> dict:
+    """The host's share of ``TileGAN.generate``: per-tile seeded noise (one generator per tile, so a
+    tile does not depend on the batching), which caps end-to-end generation however fast the GPU is."""
+    from rnapaint.models._seeding import randn_per_tile, tile_generators
+
+    keys = np.arange(batch, dtype=np.uint64) << np.uint64(1)
+    reps = max(1, args.gen_tiles // batch)
+    t0 = time.perf_counter()
+    for r in range(reps):
+        randn_per_tile(tile_generators(r, keys, np.zeros(batch, np.int64)), (args.latent,))
+    dt = time.perf_counter() - t0
+    return {
+        "what": "host_noise",
+        "batch": batch,
+        "bf16": False,
+        "tiles": reps * batch,
+        "seconds": dt,
+        "tiles_per_s": reps * batch / dt,
+    }
+
+
 def bench_generate_end_to_end(store: Path, args, batch: int, device) -> dict:
     """``TileGAN.generate`` itself: per-tile seeded noise on the host, the EMA generator (bf16 autocast
     and channels-last on a GPU), uint8 tiles copied back into one array — what a user gets."""
@@ -240,6 +261,8 @@ def main() -> None:
             print(rows[-1], flush=True)
         rows.append(bench_generate_end_to_end(store, args, 512 if gpu else 16, device))
         print(rows[-1], flush=True)
+    rows.append(bench_host_noise(args, 512))
+    print(rows[-1], flush=True)
     for bf16 in (False, gpu):
         rows.append(bench_generate(args, 512 if gpu else 16, bf16, device))
         print(rows[-1], flush=True)
@@ -261,7 +284,11 @@ def main() -> None:
                 f"{r['tiles_per_s']:.0f} | {r['peak_gib']:.1f} |"
             )
         else:
-            what = "generate (network)" if r["what"] == "generate" else "TileGAN.generate (to host)"
+            what = {
+                "generate": "generate (network)",
+                "generate_end_to_end": "TileGAN.generate (to host)",
+                "host_noise": "per-tile noise alone (host, 1 process)",
+            }[r["what"]]
             print(f"| {what} | {r['batch']} | {prec} | {gpu} | – | – | {r['tiles_per_s']:.0f} | – |")
 
 

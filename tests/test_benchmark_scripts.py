@@ -33,8 +33,8 @@ def test_gan_benchmark_runs(tmp_path):
     tiny = ["--store-tiles", "64", "--gen-tiles", "64", "--big-batch", "16", "--workers", "1", "--gp-every", "4"]
     rows = _run("gan", *small, *tiny, tmp_path=tmp_path)["rows"]
     kinds = {(r["what"], r.get("gp_every", 1)) for r in rows}
-    # plain, lazy gradient penalty, the network's generation, TileGAN.generate end to end
-    assert {("train", 1), ("train", 4), ("generate", 1), ("generate_end_to_end", 1)} <= kinds
+    # plain, lazy gradient penalty, the network's generation, TileGAN.generate end to end, its host noise
+    assert {("train", 1), ("train", 4), ("generate", 1), ("generate_end_to_end", 1), ("host_noise", 1)} <= kinds
     assert all(r["tiles_per_s"] > 0 for r in rows)
 
 
