@@ -139,6 +139,18 @@ def bench_train(
     }
 
 
+def _rate(what: str, batch: int, bf16: bool, tiles: int, seconds: float) -> dict:
+    """One generation row of the report."""
+    return {
+        "what": what,
+        "batch": batch,
+        "bf16": bf16,
+        "tiles": tiles,
+        "seconds": seconds,
+        "tiles_per_s": tiles / seconds,
+    }
+
+
 @torch.no_grad()
 def bench_generate(args, batch: int, bf16: bool, device) -> dict:
     g = DCGANGenerator(args.latent, args.size, args.width).to(device).eval()
@@ -161,14 +173,7 @@ def bench_generate(args, batch: int, bf16: bool, device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    return {
-        "what": "generate",
-        "batch": batch,
-        "bf16": bf16,
-        "tiles": reps * batch,
-        "seconds": dt,
-        "tiles_per_s": reps * batch / dt,
-    }
+    return _rate("generate", batch, bf16, reps * batch, dt)
 
 
 def bench_host_noise(args, batch: int) -> dict:
@@ -182,14 +187,7 @@ def bench_host_noise(args, batch: int) -> dict:
     for r in range(reps):
         randn_per_tile(tile_generators(r, keys, np.zeros(batch, np.int64)), (args.latent,))
     dt = time.perf_counter() - t0
-    return {
-        "what": "host_noise",
-        "batch": batch,
-        "bf16": False,
-        "tiles": reps * batch,
-        "seconds": dt,
-        "tiles_per_s": reps * batch / dt,
-    }
+    return _rate("host_noise", batch, False, reps * batch, dt)
 
 
 def bench_generate_end_to_end(store: Path, args, batch: int, device) -> dict:
@@ -208,14 +206,7 @@ def bench_generate_end_to_end(store: Path, args, batch: int, device) -> dict:
     t0 = time.perf_counter()
     tiles = model.generate(cond, n_per_obs=per_unit, batch_size=batch, device=str(device))
     dt = time.perf_counter() - t0
-    return {
-        "what": "generate_end_to_end",
-        "batch": batch,
-        "bf16": device.type == "cuda",
-        "tiles": int(tiles.shape[0] * tiles.shape[1]),
-        "seconds": dt,
-        "tiles_per_s": tiles.shape[0] * tiles.shape[1] / dt,
-    }
+    return _rate("generate_end_to_end", batch, device.type == "cuda", int(tiles.shape[0] * tiles.shape[1]), dt)
 
 
 def main() -> None:
