@@ -107,6 +107,25 @@ def quiet_trainer(accelerator: str, precision: str | None, progress_bar: bool, *
     )
 
 
+def step_trainer(
+    accelerator: str, precision: str | None, progress_bar: bool, seconds: float | None, on_gpu: bool, **kwargs: Any
+) -> pl.Trainer:
+    """:func:`quiet_trainer` for the generators, which count their own steps: no epoch or step limit of
+    Lightning's (a :class:`StopAt` callback stops them), an optional time limit, deterministic
+    algorithms on the CPU only, and a history entry every step."""
+    return quiet_trainer(
+        accelerator,
+        precision,
+        progress_bar,
+        max_steps=-1,
+        max_epochs=10**9,
+        max_time={"seconds": seconds} if seconds else None,
+        deterministic=not on_gpu,
+        log_every_n_steps=1,
+        **kwargs,
+    )
+
+
 class StopAt(pl.Callback):
     """Stop when the plan's own step counter reaches ``max_steps`` (survives resumes)."""
 

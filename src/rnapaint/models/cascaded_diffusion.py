@@ -319,7 +319,7 @@ class CascadedDiffusion:
 
         from ..data.loader import tile_loader
         from ._diffusion_training import DiffusionCheckpoint, DiffusionTrainingPlan
-        from ._training import History, StopAt, quiet_lightning, quiet_trainer, torch_flags_restored
+        from ._training import History, StopAt, quiet_lightning, step_trainer, torch_flags_restored
 
         stages = tuple(stages or self.stages)
         unknown = set(stages) - set(self.stages)
@@ -389,18 +389,15 @@ class CascadedDiffusion:
             # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
             # built; give the user's session back as it was, whatever happens.
             with torch_flags_restored():
-                trainer = quiet_trainer(
+                trainer = step_trainer(
                     accelerator,
                     precision,
                     progress_bar,
-                    max_steps=-1,
-                    max_epochs=10**9,
-                    max_time={"seconds": seconds} if seconds else None,
+                    seconds,
+                    on_gpu,
                     devices=devices,
                     strategy=strategy,
                     callbacks=callbacks,
-                    deterministic=not on_gpu,
-                    log_every_n_steps=1,
                 )
                 if start < steps:
                     trainer.fit(plan, loader)

@@ -254,7 +254,7 @@ class TileGAN:
             StopAt,
             ddp_with_unused_parameters,
             quiet_lightning,
-            quiet_trainer,
+            step_trainer,
             torch_flags_restored,
         )
 
@@ -310,18 +310,15 @@ class TileGAN:
         # Trainer(deterministic=...) sets torch's deterministic mode for the whole session when it is
         # built; give the user's session back as it was, whatever happens.
         with torch_flags_restored():
-            trainer = quiet_trainer(
+            trainer = step_trainer(
                 accelerator,
                 precision,
                 progress_bar,
-                max_steps=-1,
-                max_epochs=10**9,
-                max_time={"seconds": max_time} if max_time else None,
+                max_time,
+                on_gpu,
                 devices=devices,
                 strategy=ddp_with_unused_parameters(strategy, accelerator, devices),
                 callbacks=callbacks,
-                deterministic=not on_gpu,
-                log_every_n_steps=1,
             )
             if start < max_steps:
                 trainer.fit(plan, loader)
