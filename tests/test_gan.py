@@ -87,6 +87,30 @@ def test_condition_survives_a_batch_of_one_profile(models, toy):
         m.generate(np.full((2, z.shape[1]), np.nan, np.float32))
 
 
+def test_noise_is_added_to_the_posterior_mean_as_published():
+    """noise_units="latent": U(−a, a) on the raw mean, then each dimension scaled to unit variance by
+    the spread of mean + noise; "standardised" (and configs saved before the option): noise after."""
+    import torch
+
+    from rnapaint.models.tile_gan import make_input
+
+    mean, std, a = [0.5, -1.0], [0.1, 2.0], 0.3
+    cond = torch.tensor([[0.5, -1.0]]).repeat(20_000, 1)  # the training mean: only the noise is left
+    config = {"condition": "vae", "noise": a, "condition_mean": mean, "condition_std": std}
+    spread = {}
+    for units in ("latent", "standardised", None):
+        c = config if units is None else {**config, "noise_units": units}
+        z = make_input(cond, c, len(cond), torch.Generator().manual_seed(0))
+        spread[units] = z.std(0).numpy()
+    u_std = a / np.sqrt(3.0)  # std of U(−a, a)
+    # published: a dimension whose means hardly spread (0.1) is mostly noise; a wide one (2.0) hardly
+    np.testing.assert_allclose(spread["latent"], u_std / np.sqrt(np.square(std) + u_std**2), rtol=0.03)
+    np.testing.assert_allclose(spread["standardised"], [u_std, u_std], rtol=0.03)
+    np.testing.assert_array_equal(spread[None], spread["standardised"])
+    with pytest.raises(ValueError, match="noise_units must be"):
+        TileGAN(ad.AnnData(np.zeros((2, 2), np.float32)), np.zeros((2, 1, 32, 32, 3), np.uint8), noise_units="raw")
+
+
 def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_path):
     m = models["rnagan"]
     m.save(tmp_path / "rnagan")

@@ -32,7 +32,7 @@ _PREFIXES = ("generator.", "critic.", "ema.")
 _OPTIONS = frozenset(
     {
         *("condition", "rep", "image_size", "width", "latent_dim", "condition_dim", "upsample"),
-        *("critic_norm", "projection", "noise", "condition_mean", "condition_std"),
+        *("critic_norm", "projection", "noise", "noise_units", "condition_mean", "condition_std"),
     }
 )
 
@@ -74,8 +74,16 @@ class TileGAN:
         density program (Spearman ρ −0.15 on held-out units) while the projection critic's did (ρ ≈ 0.6;
         ``tests/test_gan.py`` checks ρ ≥ 0.5 for the default).
     noise
-        Half-width of RNA-GAN's uniform noise added to the condition (after each condition dimension
-        is standardised with the training units' mean and standard deviation).
+        Half-width of RNA-GAN's uniform noise added to the condition.
+    noise_units
+        Where that noise is added. ``"latent"`` (default, as published): to the β-VAE posterior mean
+        itself, so U(−0.3, 0.3) is measured against the latent's own spread (about 0.4 a dimension on
+        HER2ST); each dimension of the sum is then scaled to unit variance with fixed statistics of
+        the training units — what the published code's batch standardisation does, without its
+        dependence on the batch. A collapsed dimension becomes pure noise, as there.
+        ``"standardised"``: each dimension is standardised first and the noise added after, so every
+        dimension gets the same noise relative to its spread (on HER2ST about 2.4× less than
+        published). Models saved before this option existed used ``"standardised"`` and load that way.
     augment
         Augmentation of the real tiles: ``"dihedral"`` (default: flips and 90° rotations, which leave
         H&E's appearance unchanged), ``True`` (also :class:`~rnapaint.data.TileAugment`'s colour
@@ -97,6 +105,7 @@ class TileGAN:
         critic_norm: str | None = "layer",
         projection: bool = True,
         noise: float = 0.3,
+        noise_units: str = "latent",
         augment: Any = "dihedral",
     ):
         from ..data.augment import generator_augment
@@ -105,6 +114,10 @@ class TileGAN:
 
         if condition not in ("vae", None):
             raise ValueError(f"condition must be 'vae' or None, got {condition!r}.")
+        if noise_units not in ("latent", "standardised"):
+            raise ValueError(f"noise_units must be 'latent' or 'standardised', got {noise_units!r}.")
+        if not (math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise must be a finite half-width ≥ 0, got {noise!r}.")
         if isinstance(vae, (str, os.PathLike)):
             vae = BetaVAE.load(vae)
         self.vae = vae
@@ -137,6 +150,7 @@ class TileGAN:
             "critic_norm": critic_norm,
             "projection": bool(projection) and condition == "vae",
             "noise": float(noise),
+            "noise_units": noise_units,
         }
         if condition == "vae":
             # Standardise each condition dimension with fixed statistics of the training units (not
@@ -496,7 +510,8 @@ def make_input(
 
     The condition is standardised with fixed statistics of the training units (stored in the
     config), never across the batch, so each sample keeps its own profile; the noise is drawn per
-    sample, in those standardised units. Everything happens on ``gen``'s device (the condition's
+    sample, on the posterior mean before the scaling (``config["noise_units"] == "latent"``) or
+    after it (``"standardised"``). Everything happens on ``gen``'s device (the condition's
     when no generator is given), so a GPU training step never waits for a copy to the host;
     ``stats`` are the (mean, std) tensors already on that device. A list of ``n`` CPU generators
     (generation) draws row ``i`` from ``gen[i]``.
@@ -511,7 +526,12 @@ def make_input(
         stats = condition_stats(config, device)
     u = rand_per_tile(gen, tuple(cond.shape[1:])) if per_tile else torch.rand(cond.shape, generator=gen, device=device)
     u = u * 2.0 - 1.0
-    return (cond.to(device, torch.float32) - stats[0]) / stats[1] + config["noise"] * u
+    cond = cond.to(device, torch.float32) - stats[0]
+    # Configs from before "noise_units" existed were trained with standardised noise.
+    if config.get("noise_units", "standardised") == "latent":
+        # U(−a, a) has variance a²/3: (mean + noise) has the spread σ² + a²/3 over the training units.
+        return (cond + config["noise"] * u) / torch.sqrt(stats[1] ** 2 + config["noise"] ** 2 / 3.0)
+    return cond / stats[1] + config["noise"] * u
 
 
 def condition_stats(config: dict[str, Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
