@@ -111,6 +111,47 @@ def test_noise_is_added_to_the_posterior_mean_as_published():
         TileGAN(ad.AnnData(np.zeros((2, 2), np.float32)), np.zeros((2, 1, 32, 32, 3), np.uint8), noise_units="raw")
 
 
+def test_ema_batchnorm_statistics_are_its_own(models):
+    """After training, the EMA generator's BatchNorm statistics are those of its own activations
+    (standing statistics), not the raw generator's copied during training."""
+    import copy
+
+    import torch
+
+    from rnapaint.models._gan_training import ema_standing_stats
+
+    m = models["rnagan"]
+    assert m.train_info["standing_stats"] == 32
+    again = copy.deepcopy(m.ema)  # an independent estimate: other noise draws and units
+    ema_standing_stats(again, _tile_conditions(m), m.config, 64, 64, seed=123, device="cpu")
+
+    def gaps(module):  # per BatchNorm layer: mean shift in the layer's std, and log variance ratio
+        out = []
+        for bn, ref in zip(bns(module), bns(again), strict=True):
+            sd = ref.running_var.sqrt()
+            out.append(
+                (
+                    float(((bn.running_mean - ref.running_mean).abs() / sd).mean()),
+                    float((bn.running_var / ref.running_var).log().abs().mean()),
+                )
+            )
+        return out
+
+    def bns(module):
+        return [x for x in module.modules() if isinstance(x, torch.nn.BatchNorm2d)]
+
+    own, raw = gaps(m.ema), gaps(m.generator)
+    assert all(mean < 0.05 and var < 0.05 for mean, var in own)
+    # the raw generator's statistics, which the EMA carried before, are far from the EMA's own
+    assert max(max(g) for g in raw) > 0.15
+    with pytest.raises(ValueError, match="standing_stats"):
+        m.train(standing_stats=-1)
+
+
+def _tile_conditions(m):
+    return m.dataset.condition[m.dataset.obs_rows]
+
+
 def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_path):
     m = models["rnagan"]
     m.save(tmp_path / "rnagan")

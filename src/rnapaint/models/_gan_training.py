@@ -166,6 +166,42 @@ class GANTrainingPlan(pl.LightningModule):
             e.copy_(b)
 
 
+@torch.no_grad()
+def ema_standing_stats(
+    ema: torch.nn.Module, condition: torch.Tensor, config: dict, n_batches: int, batch_size: int, seed: int, device
+) -> None:
+    """Re-estimate the EMA generator's BatchNorm statistics from its own activations ("standing
+    statistics", Brock et al. 2019).
+
+    During training the EMA copies the raw generator's running statistics, which describe another
+    set of weights. Here they become the average over ``n_batches`` batches of training inputs
+    (conditions of ``condition``'s rows, each with fresh noise), passed through the EMA itself.
+
+    Parameters
+    ----------
+    ema
+        The EMA generator (its other weights are left alone).
+    condition
+        ``(n_tiles, condition_dim)`` the training tiles' conditions (one row per tile, so units
+        weigh as in training).
+    """
+    from torch.optim.swa_utils import update_bn
+
+    from .tile_gan import condition_stats, make_input
+
+    gen = torch.Generator().manual_seed(seed)
+    stats = condition_stats(config)
+
+    def inputs():
+        for _ in range(n_batches):
+            rows = torch.randint(len(condition), (batch_size,), generator=gen)
+            yield make_input(condition[rows], config, batch_size, gen, stats)
+
+    was_on = next(ema.parameters()).device
+    update_bn(inputs(), ema.to(device), device=torch.device(device))
+    ema.to(was_on).eval()
+
+
 class SafetensorsCheckpoint(pl.Callback):
     """Every ``every`` critic steps: weights, EMA and both Adam states as safetensors + JSON (atomic)."""
 

@@ -211,6 +211,7 @@ class TileGAN:
         seed: int = 0,
         progress_bar: bool = True,
         gp_every: int = 1,
+        standing_stats: int = 32,
     ) -> TileGAN:
         """Train with WGAN-GP (per-sample gradient penalty) and an EMA copy of the generator.
 
@@ -251,9 +252,15 @@ class TileGAN:
             ``gp_every`` (lazy regularisation, as StyleGAN2 does for its R1 penalty): the penalty's
             double backward is the costliest part of a critic step. 1 (every step) is WGAN-GP as
             published.
+        standing_stats
+            After training, re-estimate the EMA generator's BatchNorm statistics over this many
+            batches of its own activations (BigGAN's "standing statistics"); during training it
+            carries the raw generator's, which belong to other weights. 0 keeps those.
         """
         if int(gp_every) < 1:
             raise ValueError(f"gp_every must be ≥ 1, got {gp_every}.")
+        if int(standing_stats) < 0:
+            raise ValueError(f"standing_stats must be ≥ 0 batches, got {standing_stats}.")
         if self.dataset is None:  # a loaded model keeps its weights, not its training tiles
             raise ValueError(
                 f"This {type(self).__name__} was loaded from disk and has no training data: build "
@@ -262,7 +269,7 @@ class TileGAN:
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
-        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint
+        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint, ema_standing_stats
         from ._training import (
             History,
             StopAt,
@@ -336,6 +343,16 @@ class TileGAN:
             )
             if start < max_steps:
                 trainer.fit(plan, loader)
+            if standing_stats:
+                ema_standing_stats(
+                    plan.ema,
+                    self.dataset.condition[self.dataset.obs_rows],
+                    self.config,
+                    int(standing_stats),
+                    min(batch_size, len(self.dataset)),
+                    seed,
+                    "cuda" if on_gpu else "cpu",
+                )
             # float32 weights whatever the training precision (bf16-true trains bf16 ones; generate() feeds float32)
         self.generator, self.critic, self.ema = (m.cpu().float() for m in (plan.generator, plan.critic, plan.ema))
         self.history = {k: v for k, v in history.history.items()}
@@ -347,6 +364,7 @@ class TileGAN:
             "n_critic": n_critic,
             "gp_lambda": gp_lambda,
             "gp_every": int(gp_every),
+            "standing_stats": int(standing_stats),
             "lr_g": lr_g,
             "lr_d": lr_d,
             "seed": seed,
