@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -92,6 +94,36 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     )
     model = rp.models.load_model(gan)
     assert model.is_trained and model.train_info["steps"] == 4 and model.vae is not None
+    # a cascaded diffusion model trains each stage: the message gives both
+    tiny = json.dumps(
+        {"channels": [16, 32], "attention": [False, True], "layers_per_block": 1, "n_tokens": 2}
+        | {"token_dim": 16, "hidden": 16, "head_dim": 8}
+    )
+    res = _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "cdm",
+        "--tiles",
+        "obsm:tiles",
+        "--vae",
+        vae,
+        "--out",
+        tmp_path / "cdm",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--model-arg",
+        f"base={tiny}",
+        "--model-arg",
+        f"sr={tiny}",
+        "--model-arg",
+        "base_size=16",
+        "--train-arg",
+        "num_workers=0",
+    )
+    assert "base stage 2 steps in" in res.output and "sr stage 2 steps in" in res.output, res.output
 
     # generate: into an .h5ad and into a TileStore, the same tiles as the Python API paints
     _run("generate", toy_h5ad, "--model", gan, "--out", tmp_path / "gen.h5ad", "--n-per-obs", "2", "--seed", "3")

@@ -327,3 +327,21 @@ def test_attention_heads_are_head_dim_wide_and_settings_are_checked(toy):
         m.generate(a[:1], n_per_obs=1, steps=1, progress_bar=False, device="cpu")
     tiles = m.generate(a[:1], n_per_obs=1, steps=1, guidance_scale=1, progress_bar=False, device="cpu")
     assert tiles.shape == (1, 1, 16, 16, 3)
+
+
+def test_missing_diffusers_says_which_extra_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from rnapaint.cli.demo import run_demo
+    from rnapaint.nn import ConditionalUNet
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else find_spec(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"pip install 'rnapaint\[diffusion\]'"):
+        ConditionalUNet(16, 4, channels=(32, 64), attention=(False, True), layers_per_block=1, head_dim=16)
+    # the demo ends with a diffusion model: it refuses at once, before minutes of other work
+    with pytest.raises(ImportError, match="diffusers"):
+        run_demo(tmp_path / "demo", root=tmp_path / "no data")
+    assert not (tmp_path / "demo").exists()

@@ -208,8 +208,9 @@ from pathlib import Path
 with tempfile.TemporaryDirectory() as tmp:
     model.save(Path(tmp) / "toy_cdm")
     loaded = rp.models.load_model(Path(tmp) / "toy_cdm")
-    # Each tile's noise comes from (seed, its position); with rp.tl.generate's batch size (256) too, the
-    # arithmetic is the same and so are the pixels (another batch size may move one by a rounding step).
+    # Each tile's noise comes from (seed, its unit's obs name, its draw); with rp.tl.generate's batch size
+    # (256) too, the arithmetic is the same and so are the pixels (another batch size may move one by a
+    # rounding step).
     again = loaded.generate(
         held, guidance_scale=2.0, steps=SAMPLE_STEPS, n_per_obs=DRAWS, seed=0, batch_size=256, progress_bar=False
     )

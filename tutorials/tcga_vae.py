@@ -358,8 +358,9 @@ print(loaded)
 # 2. {func}`rnapaint.pp.zscore` with `reference=loaded` applies the *training* statistics, which
 #    travel in the model files (`loaded.var`), instead of fitting new ones. You don't need the
 #    training data for this. The training AnnData would do as well (`reference=adata`).
-# 3. A zero-filled log2 value would become a large negative z-score, a claim that the gene is not
-#    expressed at all. Setting the missing genes to 0, the training mean, is the neutral choice.
+#    A zero-filled log2 value would become a large negative z-score, a claim that the gene is not
+#    expressed at all, so `zscore` sets the genes marked missing to 0, the training mean: the
+#    neutral choice.
 #
 # Then `rp.tl.vae(ext, model=loaded)` only *encodes*: nothing is trained, and the model checks
 # that the genes match.
@@ -374,7 +375,7 @@ print(f"external cohort as received: {external.n_obs} samples × {external.n_var
 ext = rp.pp.align_genes(external, loaded.var_names)
 rp.pp.zscore(ext, reference=loaded)
 missing = ext.var["rp_missing"].to_numpy()
-ext.X[:, missing] = 0.0
+assert (ext.X[:, missing] == 0).all()  # zscore put the missing genes at the training mean
 rp.tl.vae(ext, model=loaded)
 rp.tl.reconstruct(ext, model=loaded, groupby="cohort")
 rmse_external = float(ext.uns["reconstruction"]["rmse"])

@@ -29,7 +29,9 @@ def run_demo(out: Path, root: Path | None = None, quick: bool = False, seed: int
     The summary text.
     """
     import rnapaint as rp
+    from rnapaint.nn.diffusion_unet import require_diffusers
 
+    require_diffusers()  # its last part trains a diffusion model: say so now, not after minutes
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -241,8 +241,7 @@ def train(
             seed=seed,
             **train_kw,
         )
-    info = adata.uns[f"tile_{method}"]["train_info"]
-    typer.echo(f"Saved {method} to {out}: {info.get('steps', '?')} steps in {info.get('seconds', 0):.0f} s.")
+    typer.echo(f"Saved {method} to {out}: {_trained(adata.uns[f'tile_{method}']['train_info'])}.")
 
 
 def generate(
@@ -294,6 +293,14 @@ def generate(
     if not as_store:
         _write_atomic(out, adata.write_h5ad)
     typer.echo(f"{adata.n_obs} × {n_per_obs} tiles of {m.config['image_size']} px in {out}.")
+
+
+def _trained(info: dict) -> str:
+    """``"N steps in S s"``, or one such part per stage (a cascaded diffusion model's train_info)."""
+    if "steps" in info:
+        return f"{info['steps']} steps in {info.get('seconds', 0):.0f} s"
+    stages = [(k, v) for k, v in info.items() if isinstance(v, dict) and "steps" in v]
+    return "; ".join(f"{k} stage {v['steps']} steps in {v.get('seconds', 0):.0f} s" for k, v in stages) or "trained"
 
 
 def evaluate(

@@ -21,7 +21,8 @@ bootstrap or per-group split then starts from the saved arrays in seconds.
 dimension: with fewer tiles than dimensions (< 2,048 for Inception) FIDs are only comparable at equal
 numbers of tiles, and a warning says so. KID (the unbiased squared MMD with the cubic polynomial kernel,
 Bińkowski et al. 2018) has no such bias and suits small sets. Both come with a bootstrap confidence
-interval over tiles (real and generated resampled independently).
+interval (real and generated resampled independently; units with all their tiles when the tiles come
+as ``(n_units, k, ...)`` or with unit labels, else single tiles).
 
 FID is computed from the feature means and covariances exactly as torchmetrics'
 ``FrechetInceptionDistance`` (checked in the tests), but its matrix square-root trace comes from the

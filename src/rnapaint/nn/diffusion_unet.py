@@ -7,12 +7,25 @@ seconds), so the rest of the package stays quick to import without the ``diffusi
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 AUG_EMBED_DIM = 64  # sinusoidal embedding of the super-resolution stage's noise-augmentation level
+
+
+def require_diffusers() -> None:
+    """Raise an ImportError that says how to install diffusers when it is missing.
+
+    It is the ``diffusion`` extra, not a base dependency: a plain ``pip install rnapaint`` has it not.
+    """
+    if importlib.util.find_spec("diffusers") is None:
+        raise ImportError(
+            "The diffusion models (RNA-CDM, rp.models.CascadedDiffusion, `rnapaint demo`) need diffusers: "
+            "pip install 'rnapaint[diffusion]'."
+        )
 
 
 class ConditionEncoder(nn.Module):
@@ -93,6 +106,7 @@ class ConditionalUNet(nn.Module):
         hidden: int = 512,
         head_dim: int = 32,
     ):
+        require_diffusers()
         from diffusers import UNet2DConditionModel
 
         super().__init__()

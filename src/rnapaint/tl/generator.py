@@ -40,7 +40,8 @@ def train_generator(
         (RNA-CDM's cascaded diffusion, :class:`rnapaint.models.CascadedDiffusion`; its condition is
         the β-VAE latent, or the genes with ``model_kwargs={"condition": "expression"}``).
     vae
-        β-VAE model (default: the one of ``adata.uns['vae']`` when it exists in this session).
+        β-VAE model (default: the one that wrote ``adata.uns['vae']``, from this session or loaded
+        from its saved files, see :func:`rnapaint.tl.get_model`).
     rep
         obsm key of the condition.
     split_key
