@@ -6,6 +6,7 @@ import contextlib
 import copy
 import logging
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,24 @@ def quiet_lightning() -> None:
     """Silence Lightning's start-up chatter (GPU available..., model summary); keep warnings."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Lightning warnings that tell an rnapaint user nothing they could act on.
+_NOT_FOR_USERS = (
+    # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates
+    ".*isinstance.treespec, LeafSpec.*",
+    # the generators' EMA copies sit in eval mode on purpose: they are averaged, never trained
+    ".*module.s. in eval mode at the start of training.*",
+)
+
+
+@contextlib.contextmanager
+def lightning_warnings_silenced(*messages: str) -> Iterator[None]:
+    """Around ``trainer.fit``: ignore Lightning's warnings about its own internals (and ``messages``)."""
+    with warnings.catch_warnings():
+        for message in (*_NOT_FOR_USERS, *messages):
+            warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 def default_precision(accelerator: str) -> str:

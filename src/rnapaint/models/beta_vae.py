@@ -182,7 +182,14 @@ class BetaVAE:
         import lightning.pytorch as pl
         from torch.utils.data import DataLoader, TensorDataset
 
-        from ._training import BestWeights, History, quiet_lightning, quiet_trainer, torch_flags_restored
+        from ._training import (
+            BestWeights,
+            History,
+            lightning_warnings_silenced,
+            quiet_lightning,
+            quiet_trainer,
+            torch_flags_restored,
+        )
 
         if int(batch_size) < 2 or int(max_epochs) < 1 or not lr > 0:
             raise ValueError(
@@ -234,12 +241,11 @@ class BetaVAE:
                 deterministic=True,
                 num_sanity_val_steps=0,
             )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-                warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
-                warnings.filterwarnings("ignore", message=".*validation_step but have no val_dataloader.*")
-                # lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
-                warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+            with lightning_warnings_silenced(
+                ".*does not have many workers.*",
+                ".*GPU available but not used.*",
+                ".*validation_step but have no val_dataloader.*",
+            ):
                 trainer.fit(plan, train_dl, val_dl)
         self.module = plan.module.cpu().eval()
         self.history = history.history

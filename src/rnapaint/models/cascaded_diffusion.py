@@ -319,7 +319,14 @@ class CascadedDiffusion:
 
         from ..data.loader import tile_loader
         from ._diffusion_training import DiffusionCheckpoint, DiffusionTrainingPlan
-        from ._training import History, StopAt, quiet_lightning, step_trainer, torch_flags_restored
+        from ._training import (
+            History,
+            StopAt,
+            lightning_warnings_silenced,
+            quiet_lightning,
+            step_trainer,
+            torch_flags_restored,
+        )
 
         stages = tuple(stages or self.stages)
         unknown = set(stages) - set(self.stages)
@@ -400,7 +407,8 @@ class CascadedDiffusion:
                     callbacks=callbacks,
                 )
                 if start < steps:
-                    trainer.fit(plan, loader)
+                    with lightning_warnings_silenced():
+                        trainer.fit(plan, loader)
             # float32 weights whatever the training precision (bf16-true trains bf16 ones; the EMA is float32)
             self.nets[stage] = plan.net.cpu().float().to(memory_format=torch.contiguous_format)
             self.ema[stage] = copy.deepcopy(self.nets[stage]).eval().requires_grad_(False)

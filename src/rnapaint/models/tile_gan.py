@@ -274,6 +274,7 @@ class TileGAN:
             History,
             StopAt,
             ddp_with_unused_parameters,
+            lightning_warnings_silenced,
             quiet_lightning,
             step_trainer,
             torch_flags_restored,
@@ -342,7 +343,8 @@ class TileGAN:
                 callbacks=callbacks,
             )
             if start < max_steps:
-                trainer.fit(plan, loader)
+                with lightning_warnings_silenced():
+                    trainer.fit(plan, loader)
             if standing_stats:
                 ema_standing_stats(
                     plan.ema,
