@@ -41,8 +41,6 @@ PROPERTIES = ("nuclei_fraction", "nuclei_count", "mean_nucleus_area")
 
 
 def main() -> None:
-    from rnapaint.models._gan_training import ema_standing_stats
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every", type=int, nargs="+", default=[1])
     ap.add_argument("--noise-units", nargs="+", default=["latent"], choices=["latent", "standardised"])
@@ -89,8 +87,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
             for stats in ("copied", "standing"):
                 if stats == "standing":  # what train(standing_stats=32) does after training
-                    rows = m.dataset.condition[m.dataset.obs_rows]
-                    ema_standing_stats(m.ema, rows, m.config, 32, 64, args.seed, "cpu")
+                    m.update_ema_statistics(32, 64, args.seed)
                 tiles = m.generate(test, n_per_obs=4, seed=1)
                 p = rp.datasets.toy_tile_properties(tiles)
                 rd = spearmanr(test.obs["density"], p["nuclei_fraction"]).statistic

@@ -118,12 +118,11 @@ def test_ema_batchnorm_statistics_are_its_own(models):
 
     import torch
 
-    from rnapaint.models._gan_training import ema_standing_stats
-
     m = models["rnagan"]
     assert m.train_info["standing_stats"] == 32
-    again = copy.deepcopy(m.ema)  # an independent estimate: other noise draws and units
-    ema_standing_stats(again, _tile_conditions(m), m.config, 64, 64, seed=123, device="cpu")
+    trained = copy.deepcopy(m.ema)
+    m.update_ema_statistics(64, 64, seed=123)  # an independent estimate: other noise draws and units
+    again, m.ema = m.ema, trained  # the shared fixture keeps its trained statistics
 
     def gaps(module):  # per BatchNorm layer: mean shift in the layer's std, and log variance ratio
         out = []
@@ -146,10 +145,6 @@ def test_ema_batchnorm_statistics_are_its_own(models):
     assert max(max(g) for g in raw) > 0.15
     with pytest.raises(ValueError, match="standing_stats"):
         m.train(standing_stats=-1)
-
-
-def _tile_conditions(m):
-    return m.dataset.condition[m.dataset.obs_rows]
 
 
 def test_generate_into_obsm_store_and_from_expression_alone(models, toy, tmp_path):

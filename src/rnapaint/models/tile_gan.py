@@ -269,7 +269,7 @@ class TileGAN:
         import lightning.pytorch as pl
 
         from ..data.loader import tile_loader
-        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint, ema_standing_stats
+        from ._gan_training import GANTrainingPlan, SafetensorsCheckpoint
         from ._training import (
             History,
             StopAt,
@@ -346,15 +346,7 @@ class TileGAN:
                 with lightning_warnings_silenced():
                     trainer.fit(plan, loader)
             if standing_stats:
-                ema_standing_stats(
-                    plan.ema,
-                    self.dataset.condition[self.dataset.obs_rows],
-                    self.config,
-                    int(standing_stats),
-                    min(batch_size, len(self.dataset)),
-                    seed,
-                    "cuda" if on_gpu else "cpu",
-                )
+                self.update_ema_statistics(int(standing_stats), batch_size, seed, "cuda" if on_gpu else "cpu")
             # float32 weights whatever the training precision (bf16-true trains bf16 ones; generate() feeds float32)
         self.generator, self.critic, self.ema = (m.cpu().float() for m in (plan.generator, plan.critic, plan.ema))
         self.history = {k: v for k, v in history.history.items()}
@@ -378,6 +370,22 @@ class TileGAN:
         if ckpt is not None and start < max_steps and trainer.is_global_zero:
             SafetensorsCheckpoint(self, ckpt, checkpoint_every).write(plan)
         return self
+
+    def update_ema_statistics(
+        self, n_batches: int = 32, batch_size: int = 64, seed: int = 0, device: str | torch.device = "cpu"
+    ) -> None:
+        """Re-estimate the EMA generator's BatchNorm statistics from its own activations.
+
+        What :meth:`train` does at its end (``standing_stats=``): ``n_batches`` batches of the
+        training tiles' conditions, each with fresh noise, through the EMA in training mode.
+        """
+        from ._gan_training import ema_standing_stats
+
+        if self.dataset is None:
+            raise ValueError("This TileGAN was loaded from disk and has no training conditions to run.")
+        conditions = self.dataset.condition[self.dataset.obs_rows]  # one row per tile, as training weighs units
+        batch = min(batch_size, len(self.dataset))
+        ema_standing_stats(self.ema, conditions, self.config, n_batches, batch, seed, device)
 
     # ------------------------------------------------------------------ generation
     def _conditions(self, adata: ad.AnnData) -> np.ndarray:
