@@ -5,6 +5,8 @@ Trains RNA-GAN on the procedural toy set (32 px, width 16, n_critic 2) once per 
 - ``--every``: the WGAN-GP penalty on every critic step or on every k-th (``TileGAN.train(gp_every=k)``);
 - ``--noise-units``: RNA-GAN's U(−0.3, 0.3) on the posterior mean as published (``"latent"``) or after
   standardising (``"standardised"``, ``TileGAN(noise_units=)``);
+- ``--aux-weight``: the auxiliary condition loss (AC-GAN; ``TileGAN(aux_weight=)``, 0 = none);
+- ``--no-projection``: the published critic, which does not see the condition;
 
 and scores each trained model twice: with the EMA generator's BatchNorm statistics copied from the
 raw generator during training (``standing_stats=0``) and re-estimated from the EMA's own
@@ -19,11 +21,13 @@ Usage::
 
     .venv/bin/python benchmarks/gan_options.py --every 1 4 --noise-units latent --seed 0
     .venv/bin/python benchmarks/gan_options.py --every 1 --noise-units latent standardised --seed 0
+    .venv/bin/python benchmarks/gan_options.py --aux-weight 0 1 --no-projection --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -44,6 +48,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--every", type=int, nargs="+", default=[1])
     ap.add_argument("--noise-units", nargs="+", default=["latent"], choices=["latent", "standardised"])
+    ap.add_argument("--aux-weight", type=float, nargs="+", default=[0.0])
+    ap.add_argument("--no-projection", action="store_true")
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -57,48 +63,51 @@ def main() -> None:
     test = a[a.obs["split"] != "train"]
     real = rp.datasets.toy_tile_properties(test.obsm["tiles"].reshape(-1, 32, 32, 3))
     print(
-        "| penalty | noise | EMA BatchNorm statistics | seconds | critic tiles/s | ρ(density, nucleus fraction) "
-        "| ρ(hue, hue) | distance to real (W / sd) |"
+        "| penalty | noise | critic | EMA BatchNorm statistics | seconds | critic tiles/s "
+        "| ρ(density, nucleus fraction) | ρ(hue, hue) | distance to real (W / sd) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for every in args.every:
-        for units in args.noise_units:
-            m = rp.models.TileGAN(
-                a,
-                a.obsm["tiles"],
-                condition="vae",
-                units=a.obs_names[a.obs["split"] == "train"],
-                width=16,
-                noise_units=units,
+    print("|---|---|---|---|---|---|---|---|---|")
+    projection = not args.no_projection
+    for every, units, aux in itertools.product(args.every, args.noise_units, args.aux_weight):
+        critic = ("projection" if projection else "plain") + (f" + aux {aux:g}" if aux else "")
+        m = rp.models.TileGAN(
+            a,
+            a.obsm["tiles"],
+            condition="vae",
+            units=a.obs_names[a.obs["split"] == "train"],
+            width=16,
+            noise_units=units,
+            projection=projection,
+            aux_weight=aux,
+        )
+        t0 = time.perf_counter()
+        m.train(
+            max_steps=args.steps,
+            batch_size=64,
+            n_critic=2,
+            lr_g=1e-3,
+            lr_d=2e-3,
+            num_workers=0,
+            progress_bar=False,
+            seed=args.seed,
+            gp_every=every,
+            standing_stats=0,
+        )
+        dt = time.perf_counter() - t0
+        for stats in ("copied", "standing"):
+            if stats == "standing":  # what train(standing_stats=32) does after training
+                m.update_ema_statistics(32, 64, args.seed)
+            tiles = m.generate(test, n_per_obs=4, seed=1)
+            p = rp.datasets.toy_tile_properties(tiles)
+            rd = spearmanr(test.obs["density"], p["nuclei_fraction"]).statistic
+            rh = spearmanr(test.obs["hue"], p["hue"]).statistic
+            each = rp.datasets.toy_tile_properties(tiles.reshape(-1, 32, 32, 3))
+            w = np.mean([wasserstein_distance(real[c], each[c]) / real[c].std() for c in PROPERTIES])
+            print(
+                f"| every {every} | {units} | {critic} | {stats} | {dt:.1f} | {args.steps * 64 / dt:.0f} | {rd:.3f} "
+                f"| {rh:.3f} | {w:.3f} |",
+                flush=True,
             )
-            t0 = time.perf_counter()
-            m.train(
-                max_steps=args.steps,
-                batch_size=64,
-                n_critic=2,
-                lr_g=1e-3,
-                lr_d=2e-3,
-                num_workers=0,
-                progress_bar=False,
-                seed=args.seed,
-                gp_every=every,
-                standing_stats=0,
-            )
-            dt = time.perf_counter() - t0
-            for stats in ("copied", "standing"):
-                if stats == "standing":  # what train(standing_stats=32) does after training
-                    m.update_ema_statistics(32, 64, args.seed)
-                tiles = m.generate(test, n_per_obs=4, seed=1)
-                p = rp.datasets.toy_tile_properties(tiles)
-                rd = spearmanr(test.obs["density"], p["nuclei_fraction"]).statistic
-                rh = spearmanr(test.obs["hue"], p["hue"]).statistic
-                each = rp.datasets.toy_tile_properties(tiles.reshape(-1, 32, 32, 3))
-                w = np.mean([wasserstein_distance(real[c], each[c]) / real[c].std() for c in PROPERTIES])
-                print(
-                    f"| every {every} | {units} | {stats} | {dt:.1f} | {args.steps * 64 / dt:.0f} | {rd:.3f} "
-                    f"| {rh:.3f} | {w:.3f} |",
-                    flush=True,
-                )
 
 
 if __name__ == "__main__":

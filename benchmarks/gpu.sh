@@ -11,6 +11,7 @@
 #   benchmarks/gpu.sh rnagan OUT      # HER2ST RNA-GAN, 8 minutes of training, tiles for C5 and C1
 #   benchmarks/gpu.sh gan OUT         # the noise-only GAN, the same 8 minutes
 #   UPSAMPLE=resize benchmarks/gpu.sh rnagan OUT2   # resize-convolution instead of the published transpose
+#   AUX=10 benchmarks/gpu.sh rnagan OUT   # + the auxiliary condition loss, written as rnagan-aux10 beside rnagan
 #   benchmarks/gpu.sh cdm OUT         # RNA-CDM (cascaded diffusion), the same 8 minutes (+ enrich step here first)
 #   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training, full cascade at 256 px
 set -euo pipefail
@@ -34,8 +35,10 @@ case $what in
       --workers 1 4 8 15 --augment-on device none worker --json "$out/tiles.json" 2>&1 | tail -16 || true
     ;;
   rnagan|gan)
+    aux=()
+    if [[ -n "${AUX:-}" ]]; then aux=(--aux-weight "$AUX" --name "rnagan-aux$AUX"); fi
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method "$what" \
-      --minutes "${MINUTES:-8}" --upsample "${UPSAMPLE:-transpose}" --out "$out"
+      --minutes "${MINUTES:-8}" --upsample "${UPSAMPLE:-transpose}" --out "$out" "${aux[@]}"
     ;;
   cdm)
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method cdm --batch-size 128 \

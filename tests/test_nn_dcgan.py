@@ -148,6 +148,25 @@ def test_projection_critic_uses_condition(norm):
     torch.testing.assert_close(c(x, torch.zeros(3, 5)), c.head(c.features(x)).flatten())
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_auxiliary_head_regresses_each_sample_on_its_own(norm):
+    torch.manual_seed(0)
+    c = DCGANCritic(image_size=32, width=4, norm=norm, aux_dim=6).eval()
+    x = torch.randn(3, 3, 32, 32)
+    score, pred = c(x, return_aux=True)
+    assert score.shape == (3,) and pred.shape == (3, 6)
+    torch.testing.assert_close(score, c(x))  # the head leaves the critic's score alone
+    x2 = x.clone()
+    x2[0] += 1.0
+    _, pred2 = c(x2, return_aux=True)
+    assert not torch.allclose(pred[0], pred2[0])
+    torch.testing.assert_close(pred[1:], pred2[1:])  # per sample, as the penalty requires
+    with pytest.raises(ValueError, match="no auxiliary head"):
+        DCGANCritic(image_size=32, width=4)(x, return_aux=True)
+    with pytest.raises(ValueError, match="aux_dim must be a positive integer"):
+        DCGANCritic(image_size=32, width=4, aux_dim=0)
+
+
 def test_condition_mismatch_raises():
     x = torch.randn(2, 3, 32, 32)
     with pytest.raises(ValueError, match="needs a condition"):

@@ -113,8 +113,16 @@ class GANTrainingPlan(pl.LightningModule):
             z = self.trainer.precision_plugin.convert_input(z)
         return z
 
-    def _critic(self, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-        return self.d_fwd(x, cond) if self.config["projection"] else self.d_fwd(x)
+    def _critic(self, x: torch.Tensor, cond: torch.Tensor | None, cond_for_aux: torch.Tensor | None = None):
+        """Critic scores ``(B,)``; with ``cond_for_aux`` (``aux_weight`` > 0) also the auxiliary loss."""
+        if cond_for_aux is None:
+            return self.d_fwd(x, cond) if self.config["projection"] else self.d_fwd(x)
+        score, pred = (
+            self.d_fwd(x, cond, return_aux=True) if self.config["projection"] else self.d_fwd(x, return_aux=True)
+        )
+        mean, std = self._stats
+        target = (cond_for_aux.float() - mean) / std  # the clean standardised condition, without the noise
+        return score, torch.nn.functional.mse_loss(pred.float(), target)
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
@@ -123,10 +131,18 @@ class GANTrainingPlan(pl.LightningModule):
         cond = batch["condition"] if self.config["condition"] else None
         proj = cond if self.config["projection"] else None
         z = self._input(batch["condition"])
+        aux_w = self.config.get("aux_weight", 0.0)
         with torch.no_grad():
             fake = self.g_fwd(z)
-        d_real, d_fake = self._critic(real, proj), self._critic(fake, proj)
+        if aux_w:  # the auxiliary head learns from real tiles only: what real tissue says about expression
+            d_real, aux_real = self._critic(real, proj, batch["condition"])
+        else:
+            d_real = self._critic(real, proj)
+        d_fake = self._critic(fake, proj)
         loss_d = d_fake.float().mean() - d_real.float().mean()
+        if aux_w:
+            loss_d = loss_d + aux_w * aux_real
+            self.log("train_aux_real", aux_real.detach(), on_step=False, on_epoch=True)
         lazy = self.step % self.gp_every == 0  # lazy regularisation: the penalty every gp_every steps, scaled up
         if lazy:
             gp = gradient_penalty(self.critic, real, fake, proj)
@@ -146,7 +162,12 @@ class GANTrainingPlan(pl.LightningModule):
             # The critic's weights need no gradient here (only its input does): toggling skips that
             # half of the critic's backward pass.
             self.toggle_optimizer(opt_g)
-            loss_g = -self._critic(self.g_fwd(z), proj).float().mean()
+            if aux_w:
+                d_gen, aux_fake = self._critic(self.g_fwd(z), proj, batch["condition"])
+                loss_g = -d_gen.float().mean() + aux_w * aux_fake
+                self.log("train_aux_fake", aux_fake.detach(), on_step=False, on_epoch=True)
+            else:
+                loss_g = -self._critic(self.g_fwd(z), proj).float().mean()
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()

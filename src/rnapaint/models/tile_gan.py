@@ -33,6 +33,7 @@ _OPTIONS = frozenset(
     {
         *("condition", "rep", "image_size", "width", "latent_dim", "condition_dim", "upsample"),
         *("critic_norm", "projection", "noise", "noise_units", "condition_mean", "condition_std"),
+        "aux_weight",
     }
 )
 
@@ -84,6 +85,14 @@ class TileGAN:
         ``"standardised"``: each dimension is standardised first and the noise added after, so every
         dimension gets the same noise relative to its spread (on HER2ST about 2.4× less than
         published). Models saved before this option existed used ``"standardised"`` and load that way.
+    aux_weight
+        Weight of an auxiliary condition loss (AC-GAN, Odena et al. 2017; with WGAN-GP as in
+        Gulrajani et al. 2017), 0 to leave it out (default, as published). The critic gets a head that
+        regresses the standardised condition from the image, trained on real tiles only (so it learns
+        what real tissue says about expression); the generator is penalised, with this weight, by
+        that head's mean squared error on its own tiles against the conditions it painted them from.
+        Unlike the projection term this asks every tile to carry its profile, not only to score
+        better with it than without it. RNA-GAN only.
     augment
         Augmentation of the real tiles: ``"dihedral"`` (default: flips and 90° rotations, which leave
         H&E's appearance unchanged), ``True`` (also :class:`~rnapaint.data.TileAugment`'s colour
@@ -106,6 +115,7 @@ class TileGAN:
         projection: bool = True,
         noise: float = 0.3,
         noise_units: str = "latent",
+        aux_weight: float = 0.0,
         augment: Any = "dihedral",
     ):
         from ..data.augment import generator_augment
@@ -118,6 +128,10 @@ class TileGAN:
             raise ValueError(f"noise_units must be 'latent' or 'standardised', got {noise_units!r}.")
         if not (math.isfinite(noise) and noise >= 0):
             raise ValueError(f"noise must be a finite half-width ≥ 0, got {noise!r}.")
+        if not (math.isfinite(aux_weight) and aux_weight >= 0):
+            raise ValueError(f"aux_weight must be a finite weight ≥ 0, got {aux_weight!r}.")
+        if aux_weight and condition is None:
+            raise ValueError("aux_weight needs a condition: the GAN baseline has none to predict.")
         if isinstance(vae, (str, os.PathLike)):
             vae = BetaVAE.load(vae)
         self.vae = vae
@@ -151,6 +165,7 @@ class TileGAN:
             "projection": bool(projection) and condition == "vae",
             "noise": float(noise),
             "noise_units": noise_units,
+            "aux_weight": float(aux_weight),
         }
         if condition == "vae":
             # Standardise each condition dimension with fixed statistics of the training units (not
@@ -172,7 +187,11 @@ class TileGAN:
         c = self.config
         self.generator = DCGANGenerator(c["latent_dim"], c["image_size"], c["width"], c["upsample"])
         self.critic = DCGANCritic(
-            c["image_size"], c["width"], c["critic_norm"], condition_dim=c["condition_dim"] if c["projection"] else None
+            c["image_size"],
+            c["width"],
+            c["critic_norm"],
+            condition_dim=c["condition_dim"] if c["projection"] else None,
+            aux_dim=c["condition_dim"] if c.get("aux_weight") else None,  # configs from before it: none
         )
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
 

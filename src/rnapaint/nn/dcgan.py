@@ -177,6 +177,10 @@ class DCGANCritic(nn.Module):
         ``(B, d, 4, 4)`` features; ``forward`` then requires ``condition``.
     max_channels
         Cap on the channels at every level (``None``: no cap).
+    aux_dim
+        If given, an auxiliary head (AC-GAN, Odena et al. 2017, as Gulrajani et al. used it with
+        WGAN-GP): ``Linear(d, aux_dim)`` of the features averaged over the 4×4 map, a regression of
+        the condition from the image, returned by ``forward(..., return_aux=True)``.
     """
 
     def __init__(
@@ -186,10 +190,11 @@ class DCGANCritic(nn.Module):
         norm: str | None = "layer",
         condition_dim: int | None = None,
         max_channels: int | None = None,
+        aux_dim: int | None = None,
     ):
         super().__init__()
         n_down = _n_up(image_size)
-        _check_positive(width=width, condition_dim=condition_dim, max_channels=max_channels)
+        _check_positive(width=width, condition_dim=condition_dim, max_channels=max_channels, aux_dim=aux_dim)
         if norm not in ("layer", "spectral", None):
             raise ValueError(f"norm must be 'layer', 'spectral' or None, got {norm!r}.")
         self.image_size, self.width, self.norm, self.condition_dim = image_size, width, norm, condition_dim
@@ -210,13 +215,16 @@ class DCGANCritic(nn.Module):
         self.head = nn.Conv2d(d, 1, 4, 1, 0, bias=False)
         # No bias: the projection term vanishes for a zero condition; an unconditional offset is head's job.
         self.projection = None if condition_dim is None else nn.Linear(condition_dim, d, bias=False)
+        self.aux = None if aux_dim is None else nn.Linear(d, aux_dim)
         self.apply(init_dcgan_weights)
         if norm == "spectral":
             # Listed first: registering a parametrisation adds submodules while we would be iterating.
             for m in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]:
                 spectral_norm(m)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None, return_aux: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Score images.
 
         Parameters
@@ -225,11 +233,15 @@ class DCGANCritic(nn.Module):
             ``(B, 3, image_size, image_size)`` images in [-1, 1] (any memory format).
         condition
             ``(B, condition_dim)``; required if and only if the critic was built with ``condition_dim``.
+        return_aux
+            Also return the auxiliary head's ``(B, aux_dim)`` output (critics built with ``aux_dim``).
 
         Returns
         -------
-        ``(B,)`` critic scores (higher = more real).
+        ``(B,)`` critic scores (higher = more real), and with ``return_aux`` the auxiliary output.
         """
+        if return_aux and self.aux is None:
+            raise ValueError("This critic has no auxiliary head; build it with aux_dim.")
         if self.projection is None and condition is not None:
             raise ValueError("This critic has no condition_dim; do not pass a condition.")
         if self.projection is not None:
@@ -243,6 +255,8 @@ class DCGANCritic(nn.Module):
         out = self.head(h).flatten()  # (B,)
         if self.projection is not None:
             out = out + (self.projection(condition) * h.sum(dim=(2, 3))).sum(dim=1)
+        if return_aux:
+            return out, self.aux(h.mean(dim=(2, 3)))
         return out
 
 
