@@ -1,6 +1,6 @@
 """RNA-GAN, the noise-only GAN and RNA-CDM on HER2ST at GPU size: train on C2–C4, hold out C5, equal GPU time.
 
-Four steps, because the GPU server has no scanpy and only small files come back from it:
+Several steps, because the GPU server has no scanpy and only small files come back from it:
 
 ``prepare`` (here, on the CPU)
     Counts → normalise → log → the 2,000 most variable genes of the training spots → z-score →
@@ -190,14 +190,14 @@ def train(args) -> None:
     adata, tiles, has_image = _pairs(args.pairs)
     section = adata.obs["section"].to_numpy()
     units = adata.obs_names[np.isin(section, TRAIN_SECTIONS) & has_image]
-    if args.method == "cdm":
-        return train_cdm(args, adata, tiles, units, out)
-    condition = "vae" if args.method == "rnagan" else None
     name = args.name or args.method
     if args.aux_weight and args.method != "rnagan":
         raise SystemExit("--aux-weight is an RNA-GAN option.")
     if name != args.method and not (args.method == "rnagan" and name.startswith("rnagan-") and "_" not in name):
         raise SystemExit(f"--name must be 'rnagan-<tag>' (no underscore) for an RNA-GAN variant, got {name!r}.")
+    if args.method == "cdm":
+        return train_cdm(args, adata, tiles, units, out)
+    condition = "vae" if args.method == "rnagan" else None
     model = rp.models.TileGAN(
         adata,
         tiles,
@@ -431,25 +431,30 @@ def _load_runs(runs: Path, adata) -> tuple[list[str], dict[str, np.ndarray]]:
     return keys, immune
 
 
-def _composition(adata, report, keys, c5, mpp) -> dict:
-    """Per spot, nuclei features of each source's C5 tiles against the spot's deconvolved cell mix (ρ rows)."""
+def _composition(adata, keys, c5, mpp, contrasts=(), n_boot: int = 0):
+    """Per spot, nuclei features of each source's C5 tiles against the spot's deconvolved cell mix
+    (``rp.metrics.composition_agreement``): tidy ρ rows, and paired differences for ``contrasts``."""
     import pandas as pd
-    from scipy.stats import spearmanr
 
-    props = pd.DataFrame(adata.obsm["cell_type_proportions"], index=adata.obs_names).iloc[c5]
-    sources = [("real (held out)", adata.obsm["tiles"][c5, :1]), *[(_named(k), adata.obsm[k][c5]) for k in keys]]
-    per_source = {}
-    for label, t in sources:
-        nuc = rp.metrics.nuclei(t.reshape(-1, *t.shape[2:]), mpp=mpp, progress_bar=False)
-        per_spot = nuc.groupby(np.repeat(np.arange(len(c5)), t.shape[1]))[[f for f, _ in COMPOSITION]].mean()
-        per_source[label] = per_spot
-        for feat, cells in COMPOSITION:
-            rho = spearmanr(per_spot[feat], props[cells].sum(1).to_numpy(), nan_policy="omit")[0]
-            what = cells[0] if len(cells) == 1 else ("immune" if cells == IMMUNE else "epithelial + immune")
-            # by name: the report gains columns (p_value) when it holds paired contrasts
-            row = {"method": label, "metric": f"ρ({feat}, {what})", "value": rho, "chance": 0.0}
-            report.loc[len(report)] = pd.Series(row).reindex(report.columns)
-    return per_source
+    props = pd.DataFrame(adata.obsm["cell_type_proportions"], index=adata.obs_names).iloc[c5].reset_index(drop=True)
+    tiles = {"real (held out)": adata.obsm["tiles"][c5, :1], **{_named(k): adata.obsm[k][c5] for k in keys}}
+    rows = rp.metrics.composition_agreement(
+        tiles,
+        props,
+        dict(COMPOSITION),
+        mpp=mpp,
+        contrasts=[(_named(a), _named(b)) for a, b in contrasts],
+        n_boot=n_boot,
+        progress_bar=False,
+    )
+    short = {  # the cell types by what they stand for
+        f"ρ({feat}, {' + '.join(cells)})": f"ρ({feat}, "
+        + (cells[0] if len(cells) == 1 else "immune" if cells == IMMUNE else "epithelial + immune")
+        + ")"
+        for feat, cells in COMPOSITION
+    }
+    rows["metric"] = rows["metric"].map(short)
+    return rows
 
 
 def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
@@ -563,7 +568,10 @@ def evaluate(args) -> None:
     )
     report["method"] = report["method"].map(_named)
     if "cell_type_proportions" in adata.obsm:
-        _composition(adata, report, keys, c5, mpp)
+        import pandas as pd
+
+        comp = _composition(adata, keys, c5, mpp, _contrasts(keys), args.n_boot)
+        report = pd.concat([report, comp], ignore_index=True)
     report.to_csv(out / "report.csv", index=False)
     main_keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
     rp.pl.evaluation(
@@ -663,61 +671,31 @@ def composition(args) -> None:
     """
     import pandas as pd
 
-    frames, diffs = [], []
+    frames = []
     for run in args.runs:
         adata, keys, _, c5, _ = _evaluation_data(argparse.Namespace(dir=args.dir, runs=run, label="epithelial"))
         keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm") or k.startswith("X_rnagan-")]
-        report = pd.DataFrame(columns=["method", "metric", "value", "chance"])
         mpp = 224 * 0.686 / adata.obsm["tiles"].shape[2]
-        per_source = _composition(adata, report, keys, c5, mpp)
-        report["run"] = run
+        report = _composition(adata, keys, c5, mpp, contrasts=_contrasts(keys), n_boot=args.n_boot)
+        report.insert(0, "run", run)
         frames.append(report)
-        props = pd.DataFrame(adata.obsm["cell_type_proportions"], index=adata.obs_names).iloc[c5]
-        for a, b in _contrasts(keys):
-            for feat, cells in COMPOSITION:
-                d, lo, hi = _rho_difference(
-                    per_source[_named(a)][feat].to_numpy(),
-                    per_source[_named(b)][feat].to_numpy(),
-                    props[cells].sum(1).to_numpy(),
-                    n_boot=args.n_boot,
-                )
-                diffs.append(
-                    {
-                        "run": run,
-                        "contrast": _named(f"{a} − {b}"),
-                        "feature": feat,
-                        "cell": f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-                    }
-                )
     report = pd.concat(frames, ignore_index=True)
     if args.csv:
         tmp = Path(args.csv).with_suffix(".tmp")
         report.to_csv(tmp, index=False)
         tmp.replace(args.csv)
-    table = report.pivot_table(index=["run", "method"], columns="metric", values="value", sort=False)
-    _print_table(table, floatfmt=".3f")
-    if diffs:
+    rho = report[~report["method"].str.contains(" − ")]
+    _print_table(rho.pivot_table(index=["run", "method"], columns="metric", values="value", sort=False), floatfmt=".3f")
+    diff = report[report["method"].str.contains(" − ")].copy()
+    if len(diff):
         print(f"\npaired differences in ρ, the same spots resampled ({args.n_boot} times; 95 % intervals):")
-        d = pd.DataFrame(diffs)
+        diff["cell"] = [
+            f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for v, lo, hi in zip(diff["value"], diff["ci_low"], diff["ci_high"], strict=True)
+        ]
         _print_table(
-            d.pivot_table(index=["run", "contrast"], columns="feature", values="cell", aggfunc="first", sort=False)
+            diff.pivot_table(index=["run", "method"], columns="metric", values="cell", aggfunc="first", sort=False)
         )
-
-
-def _rho_difference(a: np.ndarray, b: np.ndarray, y: np.ndarray, n_boot: int, seed: int = 0):
-    """Spearman ρ(a, y) − ρ(b, y) over the same spots, with a paired bootstrap 95 % interval."""
-    from scipy.stats import rankdata
-
-    ok = np.isfinite(a) & np.isfinite(b) & np.isfinite(y)
-    a, b, y = a[ok], b[ok], y[ok]
-
-    def rho(x, z):
-        return np.corrcoef(rankdata(x), rankdata(z))[0, 1]
-
-    rng = np.random.default_rng(seed)
-    boots = [rho(a[i], y[i]) - rho(b[i], y[i]) for i in rng.integers(0, len(y), (n_boot, len(y)))]
-    lo, hi = np.nanpercentile(boots, [2.5, 97.5])
-    return rho(a, y) - rho(b, y), lo, hi
 
 
 def checkerboard(args) -> None:

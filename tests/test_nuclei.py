@@ -246,3 +246,64 @@ def test_nuclei_features_encoder():
     assert rp.metrics.NucleiFeatures(MPP, columns=["count"]).encode(tiles)[:, 0].tolist() == [0, 5, 12]
     with pytest.raises(ValueError, match="subset"):
         rp.metrics.NucleiFeatures(MPP, columns=["nope"])
+
+
+# ---- rp.metrics.composition_agreement: drawn tiles whose nuclei follow a known cell share
+COMP_UNITS, COMP_SIZE = 30, 128
+
+
+@pytest.fixture(scope="module")
+def drawn():
+    """Units whose "Epithelial" share sets how many nuclei their tiles hold; a shifted copy (two more
+    nuclei everywhere); and tiles whose counts ignore the share."""
+    rng = np.random.default_rng(0)
+    share = rng.uniform(0, 1, COMP_UNITS)
+    n = 1 + np.round(7 * share).astype(int)
+
+    def tiles(counts, seed):
+        return np.stack(
+            [[_draw(_scatter(c, size=COMP_SIZE, seed=seed + i), size=COMP_SIZE, seed=i)] for i, c in enumerate(counts)]
+        )
+
+    props = pd.DataFrame({"Epithelial": share, "Stroma": 1 - share, "Immune": rng.uniform(0, 0.2, COMP_UNITS)})
+    return props, {
+        "faithful": tiles(n, 0),
+        "shifted": tiles(n + 2, 100),
+        "noise": tiles(rng.permutation(n), 200),
+    }
+
+
+def test_nuclei_following_the_share_are_told_from_noise(drawn):
+    props, tiles = drawn
+    report = rp.metrics.composition_agreement(
+        tiles,
+        props,
+        {"count": "Epithelial", "density": ["Epithelial", "Immune"]},
+        mpp=0.5,
+        contrasts=[("faithful", "noise")],
+        n_boot=300,
+    )
+    rho = report.set_index(["method", "metric"])
+    f = rho.loc[("faithful", "ρ(count, Epithelial)")]
+    assert f["value"] > 0.9 and f["ci_low"] > 0.7 and f["n_units"] == COMP_UNITS
+    assert abs(rho.loc[("noise", "ρ(count, Epithelial)"), "value"]) < 0.4
+    # a shift of every tile (two more nuclei each) leaves the ranks, and so ρ, where they were
+    assert abs(rho.loc[("shifted", "ρ(count, Epithelial)"), "value"] - f["value"]) < 0.05
+    d = rho.loc[("faithful − noise", "ρ(count, Epithelial)")]
+    assert d["ci_low"] > 0.3 and d["p_value"] < 0.01
+    assert "ρ(density, Epithelial + Immune)" in set(report["metric"])
+
+
+def test_composition_agreement_bad_arguments(drawn):
+    props, tiles = drawn
+    one = {"faithful": tiles["faithful"]}
+    with pytest.raises(ValueError, match="not a nuclei feature"):
+        rp.metrics.composition_agreement(one, props, {"nuclei": "Epithelial"})
+    with pytest.raises(ValueError, match=r"no column \['T-cells'\]"):
+        rp.metrics.composition_agreement(one, props, {"count": "T-cells"})
+    with pytest.raises(ValueError, match="must be \\(m, k, H, W, 3\\)"):
+        rp.metrics.composition_agreement({"x": tiles["faithful"][:5]}, props, {"count": "Epithelial"})
+    with pytest.raises(ValueError, match="names a source not in tiles"):
+        rp.metrics.composition_agreement(one, props, {"count": "Epithelial"}, contrasts=[("faithful", "gan")])
+    with pytest.raises(TypeError, match="DataFrame"):
+        rp.metrics.composition_agreement(one, props.to_numpy(), {"count": "Epithelial"})

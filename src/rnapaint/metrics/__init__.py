@@ -1,6 +1,7 @@
 """Metrics: how faithful a representation or a generated sample is."""
 
 from .artifacts import CheckerboardScore, checkerboard
+from .composition import composition_agreement
 from .faithfulness import (
     FidelityDifference,
     FidelityScore,
@@ -22,6 +23,7 @@ __all__ = [
     "RetrievalScore",
     "checkerboard",
     "compare_nuclei",
+    "composition_agreement",
     "condition_fidelity",
     "fid",
     "fidelity_difference",

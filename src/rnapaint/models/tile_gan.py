@@ -92,7 +92,10 @@ class TileGAN:
         what real tissue says about expression); the generator is penalised, with this weight, by
         that head's mean squared error on its own tiles against the conditions it painted them from.
         Unlike the projection term this asks every tile to carry its profile, not only to score
-        better with it than without it. RNA-GAN only.
+        better with it than without it. RNA-GAN only. With the published critic
+        (``projection=False``) a weight of 10 makes the toy tiles follow their programs
+        (``tests/test_gan.py``); on top of the projection critic it gave no consistent gain on
+        HER2ST at CPU size over three seeds (``benchmarks/README.md``), hence off by default.
     augment
         Augmentation of the real tiles: ``"dihedral"`` (default: flips and 90° rotations, which leave
         H&E's appearance unchanged), ``True`` (also :class:`~rnapaint.data.TileAugment`'s colour
