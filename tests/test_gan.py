@@ -325,6 +325,14 @@ def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
     other = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=24)
     with pytest.raises(ValueError, match="another model"):
         other.train(max_steps=10, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
+    # A checkpoint written before aux_weight existed (no such key: no auxiliary loss) still resumes.
+    cfg_path = tmp_path / "c" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["model"]["aux_weight"]
+    cfg_path.write_text(json.dumps(cfg))
+    again = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
+    again.train(max_steps=6, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
+    assert again.train_info["resumed_from"] == 5
     fig = rp.pl.history(m)
     assert {ax.get_title() for ax in fig.axes} >= {"critic loss", "gradient penalty"}
 

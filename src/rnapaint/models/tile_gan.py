@@ -36,6 +36,9 @@ _OPTIONS = frozenset(
         "aux_weight",
     }
 )
+# What an option absent from an older config meant; a checkpoint made before the option existed resumes
+# under a config that spells that value out.
+_ABSENT_MEANS = {"noise_units": "standardised", "aux_weight": 0.0}
 
 
 class TileGAN:
@@ -316,9 +319,8 @@ class TileGAN:
             meta = resume_state[1]
             if meta.get("class") != "TileGANCheckpoint" or "opt_g" not in meta:
                 raise ValueError(f"{ckpt} is not a complete TileGAN training checkpoint; pass another checkpoint_dir.")
-            differ = sorted(
-                k for k in set(meta["model"]) | set(self.config) if not _same(meta["model"].get(k), self.config.get(k))
-            )
+            theirs = {**_ABSENT_MEANS, **meta["model"]}
+            differ = sorted(k for k in set(theirs) | set(self.config) if not _same(theirs.get(k), self.config.get(k)))
             if differ:
                 raise ValueError(
                     f"The checkpoint in {ckpt} was made for another model ({differ} differ); resume with "
