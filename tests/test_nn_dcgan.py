@@ -161,6 +161,8 @@ def test_auxiliary_head_regresses_each_sample_on_its_own(norm):
     _, pred2 = c(x2, return_aux=True)
     assert not torch.allclose(pred[0], pred2[0])
     torch.testing.assert_close(pred[1:], pred2[1:])  # per sample, as the penalty requires
+    if norm == "spectral":  # the norm bounds the score's slope; the regression head is left free
+        assert not hasattr(c.aux, "parametrizations") and hasattr(c.head, "parametrizations")
     with pytest.raises(ValueError, match="no auxiliary head"):
         DCGANCritic(image_size=32, width=4)(x, return_aux=True)
     with pytest.raises(ValueError, match="aux_dim must be a positive integer"):

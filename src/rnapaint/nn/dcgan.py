@@ -219,7 +219,9 @@ class DCGANCritic(nn.Module):
         self.apply(init_dcgan_weights)
         if norm == "spectral":
             # Listed first: registering a parametrisation adds submodules while we would be iterating.
-            for m in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear)]:
+            # The auxiliary head is left out: it regresses the condition and is not part of the score
+            # whose slope the penalty and the norm bound.
+            for m in [m for m in self.modules() if isinstance(m, nn.Conv2d | nn.Linear) and m is not self.aux]:
                 spectral_norm(m)
 
     def forward(
