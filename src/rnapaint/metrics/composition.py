@@ -10,6 +10,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from .nuclei import FEATURES, nuclei
+from .realism import _check_ci, _percentile_ci
 
 
 def _rho(x: np.ndarray, y: np.ndarray) -> float:
@@ -77,8 +78,7 @@ def composition_agreement(
         raise ValueError("tiles is empty: give at least one source.")
     if not isinstance(proportions, pd.DataFrame):
         raise TypeError("proportions must be a DataFrame with one column per cell type.")
-    if not 0 < ci < 1 or int(n_boot) < 0:
-        raise ValueError(f"ci must be in (0, 1) and n_boot ≥ 0, got ci={ci}, n_boot={n_boot}.")
+    _check_ci(int(n_boot), ci)
     m = len(proportions)
     cells: dict[str, list[str]] = {}
     for feat, types in pairs.items():
@@ -108,29 +108,21 @@ def composition_agreement(
 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, m, (int(n_boot), m))
-    lo_q, hi_q = (1 - ci) / 2, (1 + ci) / 2
     rows = []
-
-    def interval(boots: list[float]) -> tuple[float, float]:
-        b = np.asarray(boots, float)
-        b = b[np.isfinite(b)]
-        return (float(np.quantile(b, lo_q)), float(np.quantile(b, hi_q))) if len(b) else (np.nan, np.nan)
-
     for feat, types in cells.items():
         metric = f"ρ({feat}, {' + '.join(types)})"
         y = share[feat]
         for name, f in per_unit.items():
             x = f[feat].to_numpy(float)
             ok = np.isfinite(x) & np.isfinite(y)
-            boots = [_rho(x[i][ok[i]], y[i][ok[i]]) for i in idx]
-            lo, hi = interval(boots)
+            boots = np.array([_rho(x[i][ok[i]], y[i][ok[i]]) for i in idx], float)
+            lo, hi = _percentile_ci(boots, ci)  # a resample with a constant side (NaN) is left out
             rows.append((name, metric, _rho(x[ok], y[ok]), lo, hi, 0.0, np.nan, int(ok.sum())))
         for a, b in contrasts:
             xa, xb = per_unit[a][feat].to_numpy(float), per_unit[b][feat].to_numpy(float)
             ok = np.isfinite(xa) & np.isfinite(xb) & np.isfinite(y)
-            diff = [_rho(xa[i][ok[i]], y[i][ok[i]]) - _rho(xb[i][ok[i]], y[i][ok[i]]) for i in idx]
-            lo, hi = interval(diff)
-            d = np.asarray(diff, float)
+            d = np.array([_rho(xa[i][ok[i]], y[i][ok[i]]) - _rho(xb[i][ok[i]], y[i][ok[i]]) for i in idx], float)
+            lo, hi = _percentile_ci(d, ci)
             p = float(np.mean(d[np.isfinite(d)] <= 0)) if np.isfinite(d).any() else np.nan
             value = _rho(xa[ok], y[ok]) - _rho(xb[ok], y[ok])
             rows.append((f"{a} − {b}", metric, value, lo, hi, 0.0, p, int(ok.sum())))
