@@ -447,14 +447,18 @@ def _composition(adata, keys, c5, mpp, contrasts=(), n_boot: int = 0):
         n_boot=n_boot,
         progress_bar=False,
     )
-    short = {  # the cell types by what they stand for
-        f"ρ({feat}, {' + '.join(cells)})": f"ρ({feat}, "
-        + (cells[0] if len(cells) == 1 else "immune" if cells == IMMUNE else "epithelial + immune")
-        + ")"
-        for feat, cells in COMPOSITION
-    }
-    rows["metric"] = rows["metric"].map(short)
+    rows["metric"] = rows["metric"].map(_short_metric)
     return rows
+
+
+def _short_metric(metric: str) -> str:
+    """A composition metric ``ρ(feature, type + type …)…`` with its cell types named by what they stand for."""
+    for feat, cells in COMPOSITION:
+        long = f"ρ({feat}, {' + '.join(cells)})"
+        if metric.startswith(long):
+            kind = cells[0] if len(cells) == 1 else "immune" if cells == IMMUNE else "epithelial + immune"
+            return f"ρ({feat}, {kind})" + metric.removeprefix(long)
+    return metric
 
 
 def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
@@ -565,13 +569,11 @@ def evaluate(args) -> None:
         mpp=mpp,
         n_boot=args.n_boot,
         contrasts=_contrasts(keys),
+        # per spot, nuclei against the deconvolved cell mix: ρ rows, and paired differences for the contrasts
+        composition=dict(COMPOSITION) if "cell_type_proportions" in adata.obsm else None,
     )
     report["method"] = report["method"].map(_named)
-    if "cell_type_proportions" in adata.obsm:
-        import pandas as pd
-
-        comp = _composition(adata, keys, c5, mpp, _contrasts(keys), args.n_boot)
-        report = pd.concat([report, comp], ignore_index=True)
+    report["metric"] = report["metric"].map(_short_metric)
     report.to_csv(out / "report.csv", index=False)
     main_keys = [k for k in keys if k in ("X_rnagan", "X_gan", "X_cdm")]
     rp.pl.evaluation(

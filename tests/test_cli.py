@@ -190,6 +190,19 @@ def test_train_generate_evaluate_commands(toy_h5ad, tmp_path):
     assert "condition fidelity (nuclei features)" in set(pd.read_csv(tmp_path / "r3.csv")["metric"])
     res = _run(*common, "--out", tmp_path / "r4.csv", "--features", "inception", code=2)
     assert "'encoder' or 'nuclei'" in res.output and not (tmp_path / "r4.csv").exists()
+    # composition agreement against cell shares stored as an obsm DataFrame in the .h5ad
+    shares = gen.obs[["density"]].rename(columns={"density": "Epithelial"}).astype(float)
+    gen.obsm["cells"] = shares.assign(Stroma=np.random.default_rng(0).uniform(0, 0.1, gen.n_obs))
+    gen.write_h5ad(tmp_path / "gen_cells.h5ad")
+    comp = ["evaluate", tmp_path / "gen_cells.h5ad", "--generated", "X_tiles", "--vae", gan / "vae"]
+    comp += ["--features", "nuclei", "--mpp", "2", "--n-boot", "5", "--proportions-key", "cells"]
+    _run(*comp, "--out", tmp_path / "r5.csv", "--composition", "density=Epithelial, Stroma")
+    rows = pd.read_csv(tmp_path / "r5.csv").set_index(["method", "metric"])
+    assert rows.loc[("X_tiles", "ρ(density, Epithelial + Stroma)"), "n_units"] > 10
+    res = _run(*comp, "--out", tmp_path / "r6.csv", "--composition", "density", code=2)
+    assert "FEATURE=TYPE" in res.output and not (tmp_path / "r6.csv").exists()
+    res = _run(*comp, "--out", tmp_path / "r6.csv", "--composition", "density=Immune", code=2)
+    assert "no column ['Immune']" in res.output and not (tmp_path / "r6.csv").exists()
 
 
 def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):

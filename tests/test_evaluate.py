@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import rnapaint as rp
@@ -146,7 +147,8 @@ def _nuclei_unit_tiles(counts: np.ndarray, seed: int, size: int = 64) -> np.ndar
     return out
 
 
-def test_evaluate_in_nuclei_feature_space():
+def _nuclei_units() -> tuple[ad.AnnData, np.ndarray]:
+    """150 units whose tiles hold 2–13 nuclei by unit (real, a faithful redraw, a blind shuffle), and the counts."""
     rng = np.random.default_rng(0)
     counts = rng.choice([2, 3, 7, 8, 12, 13], 150)
     a = ad.AnnData(np.zeros((150, 1), np.float32))
@@ -156,6 +158,11 @@ def test_evaluate_in_nuclei_feature_space():
     a.obsm["tiles"] = _nuclei_unit_tiles(counts, seed=1)
     a.obsm["faithful"] = _nuclei_unit_tiles(counts, seed=2)  # the same number of nuclei, drawn again
     a.obsm["blind"] = a.obsm["faithful"][rng.permutation(150)]
+    return a, counts
+
+
+def test_evaluate_in_nuclei_feature_space():
+    a, _ = _nuclei_units()
     report = rp.tl.evaluate(
         a,
         ["faithful", "blind"],
@@ -215,6 +222,58 @@ def test_evaluate_in_nuclei_feature_space():
         rp.tl.evaluate(a, ["faithful"], features="nuclei", encoder=ColourStats())
     with pytest.raises(ValueError, match="'encoder' or 'nuclei'"):
         rp.tl.evaluate(a, ["faithful"], features="inception")
+
+
+def test_evaluate_adds_composition_agreement_with_the_cell_shares():
+    a, counts = _nuclei_units()
+    rng = np.random.default_rng(3)
+    epithelial = np.clip(counts / 13 + rng.normal(0, 0.05, 150), 0, 1)
+    epithelial[[100, 101]] = np.nan  # two test units without a deconvolution
+    shares = pd.DataFrame({"Epithelial": epithelial, "Stroma": 1 - epithelial}, index=a.obs_names)
+    a.obsm["cell_type_proportions"] = shares
+    pairs = {"count": "Epithelial", "hematoxylin_fraction": "Epithelial"}
+    kw = {"composition": pairs, "contrasts": [("faithful", "blind")], "mpp": 1.0, "n_boot": 100}
+    report = rp.tl.evaluate(a, ["faithful", "blind"], features="nuclei", **kw)
+    rho = report.set_index(["method", "metric"])
+    # nuclei follow the share in the real and faithful tiles, not in the blind ones
+    for method in ("real (held out)", "faithful", "nearest neighbour"):
+        assert rho.loc[(method, "ρ(count, Epithelial)"), "ci_low"] > 0.7
+    assert abs(rho.loc[("blind", "ρ(count, Epithelial)"), "value"]) < 0.35
+    assert rho.loc[("faithful", "ρ(count, Epithelial)"), "n_units"] == 48  # the NaN shares left out
+    d = rho.loc[("faithful − blind", "ρ(count, Epithelial), A − B (paired)")]
+    assert d["ci_low"] > 0.4 and d["p_value"] < 0.01 and d["chance"] == 0
+    # the same rows as the metric on the test units' tiles (evaluate reuses the nuclei it measured)
+    te = np.arange(100, 150)
+    direct = rp.metrics.composition_agreement(
+        {"faithful": a.obsm["faithful"][te], "real (held out)": a.obsm["tiles"][te, :1]},
+        shares.iloc[te].reset_index(drop=True),
+        pairs,
+        mpp=1.0,
+        n_boot=100,
+    ).set_index(["method", "metric"])
+    for key in direct.index:
+        assert rho.loc[key, "value"] == pytest.approx(direct.loc[key, "value"])
+        assert rho.loc[key, "ci_low"] == pytest.approx(direct.loc[key, "ci_low"])
+    # measured afresh when nothing else measured nuclei: the same values
+    lean = rp.tl.evaluate(a, ["faithful", "blind"], encoder=ColourStats(), nuclei=False, **kw)
+    lean = lean[lean["metric"].str.startswith("ρ(")].set_index(["method", "metric"])
+    assert len(lean) == 10
+    assert np.allclose(lean["value"], rho.loc[lean.index, "value"])
+    # without composition nothing is added, and contrasts need labels or composition
+    plain = rp.tl.evaluate(a, ["faithful"], features="nuclei", mpp=1.0, n_boot=10)
+    assert not plain["metric"].str.startswith("ρ(").any()
+    with pytest.raises(ValueError, match="pass label_key or composition"):
+        rp.tl.evaluate(a, ["faithful", "blind"], features="nuclei", contrasts=[("faithful", "blind")])
+    with pytest.raises(ValueError, match="no 'cells'"):
+        rp.tl.evaluate(a, ["faithful"], features="nuclei", composition=pairs, proportions_key="cells")
+    a.obsm["as_array"] = shares.to_numpy()
+    with pytest.raises(ValueError, match="must be a DataFrame"):
+        rp.tl.evaluate(a, ["faithful"], features="nuclei", composition=pairs, proportions_key="as_array")
+    with pytest.raises(ValueError, match=r"no column \['Immune'\]"):
+        rp.tl.evaluate(a, ["faithful"], features="nuclei", composition={"count": "Immune"})
+    a.obsm["cell_type_proportions"] = shares.assign(Epithelial=np.where(np.arange(150) < 145, np.nan, 0.5))
+    with pytest.raises(ValueError, match="only 5 test units"):
+        rp.tl.evaluate(a, ["faithful"], features="nuclei", composition=pairs)
 
 
 def test_a_misspelt_split_key_warns_that_test_units_train(toy):

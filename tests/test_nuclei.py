@@ -307,3 +307,15 @@ def test_composition_agreement_bad_arguments(drawn):
         rp.metrics.composition_agreement(one, props, {"count": "Epithelial"}, contrasts=[("faithful", "gan")])
     with pytest.raises(TypeError, match="DataFrame"):
         rp.metrics.composition_agreement(one, props.to_numpy(), {"count": "Epithelial"})
+    measured = rp.metrics.nuclei(tiles["faithful"], mpp=0.5)
+    with pytest.raises(ValueError, match="without the nuclei columns \\['count'\\]"):
+        rp.metrics.composition_agreement({"x": measured.drop(columns="count")}, props, {"count": "Epithelial"})
+    with pytest.raises(ValueError, match="must index the 30 units"):
+        rp.metrics.composition_agreement(
+            {"x": measured.assign(unit=measured["unit"] + 1)}, props, {"count": "Epithelial"}
+        )
+    # a measured DataFrame gives what its tiles give
+    kw = {"mpp": 0.5, "n_boot": 20}
+    assert rp.metrics.composition_agreement({"x": measured}, props, {"count": "Epithelial"}, **kw).equals(
+        rp.metrics.composition_agreement({"x": tiles["faithful"]}, props, {"count": "Epithelial"}, **kw)
+    )

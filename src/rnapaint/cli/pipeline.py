@@ -329,8 +329,17 @@ def evaluate(
     seed: int = typer.Option(0, help="Random seed."),
     contrast: list[str] = typer.Option(
         [],
-        help="A,B (two --generated keys): the paired condition-fidelity "
-        "difference A − B with its interval; repeatable.",
+        help="A,B (two --generated keys): the paired condition-fidelity (and, with --composition, "
+        "composition-agreement) difference A − B with its interval; repeatable.",
+    ),
+    composition: list[str] = typer.Option(
+        [],
+        help="FEATURE=TYPE[,TYPE...]: Spearman ρ between a nuclei feature of the tiles (density, "
+        "hematoxylin_fraction, small_round_fraction...) and the units' summed shares of those cell types "
+        "(--proportions-key); repeatable.",
+    ),
+    proportions_key: str = typer.Option(
+        "cell_type_proportions", help="obsm key of the units' cell shares (a DataFrame), for --composition."
     ),
 ) -> None:
     """Score generated tiles against held-out real ones, with the real and nearest-neighbour baselines."""
@@ -351,6 +360,13 @@ def evaluate(
     unknown = sorted({k for pr in pairs for k in pr} - set(generated))
     if unknown:
         _fail(f"--contrast names {unknown}, which are not among --generated {generated}.")
+    cells = {}
+    for c in composition:
+        feat, _, types = c.partition("=")
+        named = [t.strip() for t in types.split(",") if t.strip()]
+        if not feat.strip() or not named:
+            _fail(f"--composition takes FEATURE=TYPE[,TYPE...] (e.g. density=Epithelial), got {c!r}.")
+        cells[feat.strip()] = named
     adata = _read_units(data)
     with _clear_errors():
         enc = rp.models.TileEncoder.load(encoder) if encoder is not None else None
@@ -371,6 +387,8 @@ def evaluate(
             n_boot=n_boot,
             seed=seed,
             contrasts=pairs,
+            composition=cells or None,
+            proportions_key=proportions_key,
         )
     outputs = [(out, lambda p: report.to_csv(p, index=False))]
     if figure is not None:

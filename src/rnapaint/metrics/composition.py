@@ -21,6 +21,27 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def check_pairs(pairs: Mapping[str, str | Sequence[str]], columns: Sequence[str]) -> dict[str, list[str]]:
+    """Validate ``pairs`` (nuclei feature → cell type or types) against the proportions' ``columns``.
+
+    Returns
+    -------
+    Each feature with its list of cell types.
+    """
+    cells: dict[str, list[str]] = {}
+    for feat, types in pairs.items():
+        if feat not in FEATURES:
+            raise ValueError(f"{feat!r} is not a nuclei feature; choose from {list(FEATURES)}.")
+        types = [types] if isinstance(types, str) else list(types)
+        missing = [t for t in types if t not in columns]
+        if missing:
+            raise ValueError(f"proportions has no column {missing} (pair {feat!r}).")
+        cells[feat] = types
+    if not cells:
+        raise ValueError("pairs is empty: name at least one nuclei feature and its cell types.")
+    return cells
+
+
 def composition_agreement(
     tiles: Mapping[str, Any],
     proportions: pd.DataFrame,
@@ -48,7 +69,9 @@ def composition_agreement(
     tiles
         Source name → tiles of the same ``m`` units, ``(m, k, H, W, 3)`` uint8 (``k`` may differ
         between sources; a unit's feature is the mean over its tiles with nuclei), e.g. ``{"real":
-        adata.obsm["tiles"], "RNA-GAN": adata.obsm["X_rnagan"]}`` restricted to the test units.
+        adata.obsm["tiles"], "RNA-GAN": adata.obsm["X_rnagan"]}`` restricted to the test units. A
+        source may instead be given as its nuclei, measured already: the :func:`nuclei` DataFrame of
+        those tiles, whose ``unit`` column is the position among the ``m`` units.
     proportions
         ``(m, n_cell_types)`` cell shares of the same units, in the same order, one column per type.
     pairs
@@ -80,29 +103,28 @@ def composition_agreement(
         raise TypeError("proportions must be a DataFrame with one column per cell type.")
     _check_ci(int(n_boot), ci)
     m = len(proportions)
-    cells: dict[str, list[str]] = {}
-    for feat, types in pairs.items():
-        if feat not in FEATURES:
-            raise ValueError(f"{feat!r} is not a nuclei feature; choose from {list(FEATURES)}.")
-        types = [types] if isinstance(types, str) else list(types)
-        missing = [t for t in types if t not in proportions.columns]
-        if missing:
-            raise ValueError(f"proportions has no column {missing} (pair {feat!r}).")
-        cells[feat] = types
-    if not cells:
-        raise ValueError("pairs is empty: name at least one nuclei feature and its cell types.")
+    cells = check_pairs(pairs, proportions.columns)
     for a, b in contrasts:
         if a not in tiles or b not in tiles:
             raise ValueError(f"contrast ({a!r}, {b!r}) names a source not in tiles {list(tiles)}.")
 
     per_unit: dict[str, pd.DataFrame] = {}
     for name, t in tiles.items():
-        t = np.asarray(t)
-        if t.ndim != 5 or len(t) != m:
-            raise ValueError(
-                f"tiles[{name!r}] must be (m, k, H, W, 3) for the {m} units of proportions, got {t.shape}."
-            )
-        df = nuclei(t, mpp=mpp, progress_bar=progress_bar)
+        if isinstance(t, pd.DataFrame):  # nuclei measured already (rp.tl.evaluate measures them once)
+            lacking = sorted({"unit", *cells} - set(t.columns))
+            if lacking:
+                raise ValueError(f"tiles[{name!r}] is a DataFrame without the nuclei columns {lacking}.")
+            units = t["unit"].to_numpy()
+            if len(t) == 0 or units.min() < 0 or units.max() >= m:
+                raise ValueError(f"tiles[{name!r}]: its 'unit' column must index the {m} units of proportions.")
+            df = t
+        else:
+            t = np.asarray(t)
+            if t.ndim != 5 or len(t) != m:
+                raise ValueError(
+                    f"tiles[{name!r}] must be (m, k, H, W, 3) for the {m} units of proportions, got {t.shape}."
+                )
+            df = nuclei(t, mpp=mpp, progress_bar=progress_bar)
         per_unit[name] = df.groupby("unit")[list(cells)].mean().reindex(range(m))
     share = {feat: proportions[types].to_numpy(float).sum(1) for feat, types in cells.items()}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import anndata as ad
@@ -37,6 +37,8 @@ def evaluate(
     n_boot: int = 100,
     seed: int = 0,
     contrasts: Sequence[tuple[str, str]] = (),
+    composition: Mapping[str, str | Sequence[str]] | None = None,
+    proportions_key: str = "cell_type_proportions",
 ) -> pd.DataFrame:
     """Score generated tiles against real held-out tiles, with the real and nearest-neighbour baselines.
 
@@ -86,12 +88,26 @@ def evaluate(
         method ``"a − b"``, the difference with a bootstrap interval over the test units both
         painted (:func:`rnapaint.metrics.fidelity_difference`), ``chance`` 0 (no difference) and a
         ``p_value`` column: the one-sided bootstrap p-value that A is not more faithful. Needs
-        ``label_key``.
+        ``label_key`` (also without it, with ``composition``: the composition contrasts below).
+    composition
+        Nuclei feature → cell type(s), e.g. ``{"hematoxylin_fraction": "Epithelial",
+        "small_round_fraction": ["T cells", "B cells"]}``: adds, for every method, the Spearman ρ over
+        the test units between that nuclei feature of its tiles and the units' cell shares
+        (:func:`rnapaint.metrics.composition_agreement`; metric ``"ρ(feature, types)"``, ``chance`` 0,
+        ``n_units``), and for each of ``contrasts`` the paired difference (metric ``"ρ(feature,
+        types), A − B (paired)"``, with ``p_value``). A rank correlation within one method does not
+        move when all its tiles shift together, so it tells faithfulness apart from realism, which
+        condition fidelity's classifier (trained on real tiles) also scores.
+    proportions_key
+        obsm key of the units' cell shares, a ``DataFrame`` with one column per cell type (from a
+        deconvolution: stereoscope, cell2location, ...); units whose shares are NaN are left out of
+        the correlations.
 
     Returns
     -------
     Tidy ``DataFrame`` with columns ``method, metric, value, ci_low, ci_high, chance`` (and
-    ``p_value``, filled for the ``contrasts`` rows only); plot it with :func:`rnapaint.pl.evaluation`.
+    ``p_value``, filled for the ``contrasts`` rows only; with ``composition``, ``n_units`` for its
+    rows); plot it with :func:`rnapaint.pl.evaluation`.
     The test units are split into two random halves A and B. FID and the nuclei Wasserstein
     distances grow as samples shrink, so they compare every method at the ceiling's sizes: the real
     tiles of A against the method's first tile for each unit of B (the ceiling: the real tiles of B).
@@ -101,8 +117,18 @@ def evaluate(
     of stride-2 upsampling; the real tiles' own value is the reference) when the tiles are at least
     8 px and divisible by 2.
     """
-    from ..metrics import NucleiFeatures, checkerboard, condition_fidelity, fid, fidelity_difference, kid, retrieval
+    from ..metrics import (
+        NucleiFeatures,
+        checkerboard,
+        composition_agreement,
+        condition_fidelity,
+        fid,
+        fidelity_difference,
+        kid,
+        retrieval,
+    )
     from ..metrics import compare_nuclei as _compare_nuclei
+    from ..metrics.composition import check_pairs
     from ..models import TileEncoder
 
     if features not in ("encoder", "nuclei"):
@@ -152,8 +178,28 @@ def evaluate(
     bad = [c for c in contrasts if len(c) != 2 or not set(c) <= set(keys) or c[0] == c[1]]
     if bad:
         raise ValueError(f"contrasts must be pairs of two different keys of {list(keys)}, got {bad}.")
-    if contrasts and labels is None:
-        raise ValueError("contrasts compare condition fidelity: pass label_key.")
+    if contrasts and labels is None and composition is None:
+        raise ValueError(
+            "contrasts compare condition fidelity or composition agreement: pass label_key or composition."
+        )
+    shares = None
+    if composition is not None:
+        if proportions_key not in adata.obsm:
+            raise ValueError(f"adata.obsm has no {proportions_key!r} (cell shares, for composition).")
+        shares = adata.obsm[proportions_key]
+        if not isinstance(shares, pd.DataFrame):
+            raise ValueError(
+                f"obsm[{proportions_key!r}] must be a DataFrame with one column per cell type, "
+                f"got {type(shares).__name__}."
+            )
+        cells = check_pairs(composition, shares.columns)
+        for feat, types in cells.items():
+            known = np.isfinite(shares[types].to_numpy(float)[te]).all(1).sum()
+            if known < 10:
+                raise ValueError(
+                    f"composition {feat!r}: only {known} test units with tiles have finite {types} shares "
+                    f"in obsm[{proportions_key!r}]; need at least 10."
+                )
 
     if features == "encoder" and encoder is None:
         kw = {"epochs": 30, "batch_size": 128, "progress_bar": False, "seed": seed, **(encoder_kwargs or {})}
@@ -274,11 +320,35 @@ def evaluate(
             cmp = _compare_nuclei(ref_nuc.iloc[half_a], first_tiles(nuclei_frame(name), half_b))
             for _, row in cmp.iterrows():
                 add(name, f"nuclei {row['feature']} (Wasserstein)", row["wasserstein"])
-    for a, b in contrasts:
+    for a, b in contrasts if labels is not None else ():
         d = fidelity_difference(train_feats, labels[tr], feats[a], feats[b], labels[te], n_boot=n_boot, seed=seed)
         metric = f"condition fidelity, A − B (paired{', ' + space if tag else ''})"
         add(f"{a} − {b}", metric, d.difference, d.ci_low, d.ci_high, chance=0.0)
         rows[-1]["p_value"] = d.p_not_greater
+    if shares is not None:
+        # The nuclei measured above (when they were), each tile's row mapped back to its test unit.
+        measured = {}
+        for name, t in methods.items():
+            key = ("real", "test") if name == "real (held out)" else ("method", name)
+            if key in frames:
+                f = frames[key].copy()
+                f["unit"] = np.arange(len(f)) // t.shape[1]
+                measured[name] = f
+            else:
+                measured[name] = t
+        comp = composition_agreement(
+            measured,
+            shares.iloc[te].reset_index(drop=True),
+            composition,
+            mpp=mpp,
+            contrasts=contrasts,
+            n_boot=n_boot,
+            seed=seed,
+            progress_bar=False,
+        )
+        paired = comp["method"].isin([f"{a} − {b}" for a, b in contrasts])
+        comp.loc[paired, "metric"] += ", A − B (paired)"
+        rows.extend(comp.to_dict("records"))
     if inception:
         from ..metrics import tile_features
 
