@@ -132,19 +132,38 @@ def train_speed(make_net, size: int, cond_dim: int, batch: int, steps: int, devi
     return res
 
 
+# A lighter super-resolution stage for 256 px: five levels that start at 32 channels, so the full-size
+# level costs a third of the default's (see the README's FLOP budget).
+SR_LIGHT = {"channels": [32, 64, 128, 256, 384], "attention": [False, False, False, False, True]}
+
+
+def _forward_flops(net, size: int, low_res: bool, device: torch.device) -> float:
+    """FLOPs of one denoiser forward pass for one tile (FlopCounterMode: matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, size, size, device=device)
+    t = torch.full((1,), 500, device=device)
+    c = torch.zeros(1, net.cond.mlp[0].in_features, device=device)
+    kw = {"low_res": x, "aug_t": torch.zeros(1, dtype=torch.long, device=device)} if low_res else {}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, t, c, **kw)
+    return float(counter.get_total_flops())
+
+
 def cascade_speed(
     size: int,
     base_size: int,
     n: int,
     batch: int,
-    steps: int,
-    sr_steps: int,
+    recipes: list[tuple[int, int, float, float]],
     device: torch.device,
     compile: bool,
     base: dict | None = None,
     sr: dict | None = None,
-) -> dict:
-    """Tiles/s of the whole cascade (DPM-Solver++, guidance 2 → two network passes a step) from random weights."""
+) -> list[dict]:
+    """Tiles/s of the whole cascade (DPM-Solver++) from random weights, for each sampling recipe
+    ``(steps, sr_steps, guidance_scale, sr_guidance_scale)``, with the FLOPs a tile costs: a stage's
+    forward FLOPs × its steps × its passes a step (two with guidance, one at guidance 1)."""
     import numpy as np
 
     from rnapaint.models.cascaded_diffusion import CascadedDiffusion
@@ -170,34 +189,51 @@ def cascade_speed(
     m.vae, m.dataset = None, None
     m._build()
     m.is_trained = True
+    gflop = {
+        "base": _forward_flops(m.ema["base"].to(device), base_size, False, device) / 1e9,
+        "sr": _forward_flops(m.ema["sr"].to(device), size, True, device) / 1e9,
+    }
+    params = {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages}
     if device.type == "cuda":
         for s in m.stages:  # channels-last for the convolutions; compile the denoisers
             m.ema[s] = m.ema[s].to(memory_format=torch.channels_last)
             if compile:
                 m.ema[s] = torch.compile(m.ema[s])
     cond = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
-    m.generate(
-        cond[:batch], n_per_obs=1, batch_size=batch, steps=2, sr_steps=2, device=str(device), progress_bar=False
-    )  # warm-up (and compilation)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    m.generate(
-        cond, n_per_obs=1, batch_size=batch, steps=steps, sr_steps=sr_steps, device=str(device), progress_bar=False
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    return {
-        "tiles": n,
-        "batch": batch,
-        "steps": steps,
-        "sr_steps": sr_steps,
-        "image_size": size,
-        "base_size": base_size,
-        "tiles_per_s": n / dt,
-        "params_m": {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages},
-    }
+    peak = _peak(device)
+    results = []
+    for steps, sr_steps, w, sr_w in recipes:
+        kw = {"n_per_obs": 1, "batch_size": batch, "device": str(device), "progress_bar": False}
+        kw |= {"guidance_scale": w, "sr_guidance_scale": sr_w}
+        m.generate(cond[:batch], steps=2, sr_steps=2, **kw)  # warm-up (and compilation for these batch shapes)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        m.generate(cond, steps=steps, sr_steps=sr_steps, **kw)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        tflop = (steps * (1 if w == 1 else 2) * gflop["base"] + sr_steps * (1 if sr_w == 1 else 2) * gflop["sr"]) / 1e3
+        results.append(
+            {
+                "tiles": n,
+                "batch": batch,
+                "steps": steps,
+                "sr_steps": sr_steps,
+                "guidance_scale": w,
+                "sr_guidance_scale": sr_w,
+                "image_size": size,
+                "base_size": base_size,
+                "tiles_per_s": n / dt,
+                "gflop_forward": gflop,
+                "tflop_per_tile": tflop,
+                "fraction_of_bf16_peak": tflop * 1e12 * n / dt / peak if peak else None,
+                "tiles_per_s_at_peak": peak / (tflop * 1e12) if peak else None,
+                "params_m": params,
+                "sr_network": sr or {},
+            }
+        )
+    return results
 
 
 def main() -> None:
@@ -242,16 +278,30 @@ def main() -> None:
         e, t = results[f"train_{name}_eager"], results[f"train_{name}_tuned"]
         results[f"speedup_{name}"] = t["tiles_per_s"] / e["tiles_per_s"]
         print(f"  speed-up {name}: {results[f'speedup_{name}']:.2f}×", flush=True)
+    # The default recipe (25 + 25 DPM-Solver++ steps, guidance 2 in both stages), then the super-resolution
+    # stage with 10 steps and no guidance (the base image already carries the expression), then that with
+    # the lighter super-resolution network.
+    fast = (25, 10, 2.0, 1.0)
     if args.quick:
-        r = cascade_speed(32, 16, 8, 4, 2, 2, device, compile=False, base=small, sr=small)
+        runs = [(None, [(2, 2, 2.0, 2.0), (2, 1, 2.0, 1.0)]), ({**small, "channels": [16, 32]}, [(2, 1, 2.0, 1.0)])]
+        geometry = (32, 16, 8, 4)
     else:
-        r = cascade_speed(256, 64, args.cascade_tiles, args.cascade_batch, 25, 25, device, compile=True)
-    results["cascade"] = r
-    print(
-        f"cascade {r['base_size']}→{r['image_size']} px, DPM-Solver++ {r['steps']}+{r['sr_steps']} steps, "
-        f"guidance on: {r['tiles_per_s']:.1f} tiles/s",
-        flush=True,
-    )
+        runs = [(None, [(25, 25, 2.0, 2.0), fast]), (SR_LIGHT, [fast])]
+        geometry = (256, 64, args.cascade_tiles, args.cascade_batch)
+    results["cascade"] = []
+    for sr, recipes in runs:
+        kw = {"base": small, "sr": {**small, **(sr or {})}} if args.quick else {"sr": sr}
+        for r in cascade_speed(*geometry, recipes, device, compile=not args.quick, **kw):
+            results["cascade"].append(r)
+            frac = f", {100 * r['fraction_of_bf16_peak']:.1f} % of bf16 peak" if r["fraction_of_bf16_peak"] else ""
+            print(
+                f"cascade {r['base_size']}→{r['image_size']} px{' (light SR)' if sr else ''}, DPM-Solver++ "
+                f"{r['steps']}+{r['sr_steps']} steps, guidance {r['guidance_scale']:g}/{r['sr_guidance_scale']:g}: "
+                f"{r['tiles_per_s']:.1f} tiles/s ({r['tflop_per_tile']:.2f} TFLOP a tile{frac})",
+                flush=True,
+            )
+            if args.json:  # after every measurement: a run cut off by a time limit keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -236,29 +236,36 @@ def main() -> None:
     )
     gpu = device.type == "cuda"
     rows = []
+
+    def record(row: dict) -> None:
+        """Print a row and rewrite the JSON: a run cut off by a time limit keeps what it measured."""
+        rows.append(row)
+        print(row, flush=True)
+        if args.json:
+            tmp = Path(args.json).with_suffix(".tmp")
+            tmp.write_text(json.dumps({"device": str(device), "args": vars(args), "rows": rows}, indent=1))
+            tmp.replace(args.json)
+
     with tempfile.TemporaryDirectory() as tmp:
         store = make_store(Path(tmp) / "tiles.zarr", args.store_tiles, args.size)
-        settings = [(8, False, False, False, 1), (64, False, False, False, 1), (64, gpu, gpu, False, 1)]
-        if args.compile:
-            settings.append((64, gpu, gpu, True, 1))
+        # The settings that may reach the target first (larger batches, the lazy penalty), then the
+        # published fp32 batch-8 setting and the plain ones they are compared with.
+        settings = []
         if args.big_batch:
             settings.append((args.big_batch, gpu, gpu, args.compile, 1))
         if args.gp_every > 1:
-            settings.append((64, gpu, gpu, args.compile, args.gp_every))
             if args.big_batch:
                 settings.append((args.big_batch, gpu, gpu, args.compile, args.gp_every))
+            settings.append((64, gpu, gpu, args.compile, args.gp_every))
+        if args.compile:
+            settings.append((64, gpu, gpu, True, 1))
+        settings += [(64, gpu, gpu, False, 1), (8, False, False, False, 1), (64, False, False, False, 1)]
+        record(bench_generate_end_to_end(store, args, 512 if gpu else 16, device))
         for batch, bf16, cl, comp, every in settings:
-            rows.append(bench_train(store, args, batch, bf16, cl, comp, device, every))
-            print(rows[-1], flush=True)
-        rows.append(bench_generate_end_to_end(store, args, 512 if gpu else 16, device))
-        print(rows[-1], flush=True)
-    rows.append(bench_host_noise(args, 512))
-    print(rows[-1], flush=True)
+            record(bench_train(store, args, batch, bf16, cl, comp, device, every))
+    record(bench_host_noise(args, 512))
     for bf16 in (False, gpu):
-        rows.append(bench_generate(args, 512 if gpu else 16, bf16, device))
-        print(rows[-1], flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"device": str(device), "args": vars(args), "rows": rows}, indent=1))
+        record(bench_generate(args, 512 if gpu else 16, bf16, device))
     name = torch.cuda.get_device_name() if gpu else f"CPU ({os.cpu_count()} cores)"
     print(
         f"\n{name}; {args.size} px, width {args.width}, input {args.latent}, n_critic {args.n_critic}, "

@@ -19,8 +19,13 @@ Several steps, because the GPU server has no scanpy and only small files come ba
     name; ``evaluate``, ``fidelity`` and ``checkerboard`` score it beside RNA-GAN and the GAN, with
     its paired fidelity differences to both. RNA-CDM (``--method cdm``, base 64 px → 128 px, the
     minutes split between the stages) also writes ``OUT/cdm_extra_<i>.npz``: 250-step DDIM
-    against 25-step DPM-Solver++, guidance scales 0 / 1 / 4, and plain against immune-enriched
-    profiles with the same noise.
+    against 25-step DPM-Solver++, guidance scales 0 / 1 / 4, and immune-enriched profiles painted
+    with the noise of each spot's first tile. Training and all of that painting do not fit in one
+    10-minute command on the GPU server: ``--save-model DIR --deadline-minutes 9.2`` saves the model,
+    paints what fits (most needed first) and records it in ``DIR/painted.json``.
+``paint`` (on the GPU, right after ``train --method cdm --save-model DIR``)
+    Loads ``DIR`` and paints the RNA-CDM tile sets left undone, into another ``OUT``; copy both
+    ``OUT`` folders' files into one folder for ``evaluate``.
 ``evaluate`` (here)
     Real C5 patches, RNA-GAN, GAN, and the nearest-neighbour baseline through ``rp.tl.evaluate``:
     KID/FID (Inception and rnapaint's tile encoder), condition fidelity (expression clusters),
@@ -57,6 +62,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+_T0 = time.monotonic()  # this process's start: the GPU server stops a command after 10 minutes
 
 try:
     import rnapaint as rp
@@ -320,54 +327,147 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "torch": torch.__version__,
+        "tiny": bool(args.tiny),
     }
     print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1, default=float), flush=True)
+    _write_json(out / "cdm.json", record)  # the training record comes back even if painting is cut short
+    if args.save_model:
+        # Painting everything takes minutes beyond the training: `paint` finishes it in a second command.
+        model.save(args.save_model, overwrite=True)
+    _paint_cdm(model, adata, tiles, section, out, args, record, "cdm.json")
+
+
+def paint(args) -> None:
+    """RNA-CDM's generation steps that a ``train --method cdm --save-model`` run left undone."""
+    model = rp.models.CascadedDiffusion.load(args.model)
+    adata, tiles, _ = _pairs(args.pairs)
+    section = adata.obs["section"].to_numpy()
+    state = Path(args.model, "painted.json")
+    state = json.loads(state.read_text()) if state.is_file() else {}
+    args.tiny = state.get("tiny", False)
+    if args.tiny:  # the smoke run painted only its 12 C5 spots, with 2 sampling steps
+        keep = np.flatnonzero(section == "C5")[:12]
+        adata, tiles, section = adata[keep].copy(), tiles[keep], section[keep]
+    args.per_spot = state.get("per_spot", args.per_spot)  # the training run's, which main was painted with
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _paint_cdm(model, adata, tiles, section, out, args, {"method": "cdm", "model": str(args.model)}, "cdm_paint.json")
+
+
+# RNA-CDM's generation steps, most needed first: (name, n_per_obs, seed, sampler, steps, guidance, other
+# generate arguments). "main" paints --per-spot tiles a spot (the method's tiles); "immune" paints the
+# immune-enriched profiles with main's seed, so each enriched tile shares its noise with the spot's first
+# main tile; the rest, one tile a spot from seed 7, compare samplers (250-step DDIM against 25-step
+# DPM-Solver++), guidance scales, and the fast recipe of benchmarks/diffusion.py (10 unguided
+# super-resolution steps) against the default.
+_CDM_STEPS = [
+    ("main", None, 1, "dpm++", 25, 2.0, {}),
+    ("immune", 1, 1, "dpm++", 25, 2.0, {}),
+    ("w0", 1, 7, "dpm++", 25, 0.0, {}),
+    ("dpm25", 1, 7, "dpm++", 25, 2.0, {}),
+    ("ddim250", 1, 7, "ddim", 250, 2.0, {}),
+    ("fast", 1, 7, "dpm++", 25, 2.0, {"sr_steps": 10, "sr_guidance_scale": 1.0}),
+    ("w1", 1, 7, "dpm++", 25, 1.0, {}),
+    ("w4", 1, 7, "dpm++", 25, 4.0, {}),
+]
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=float))
+    tmp.replace(path)
+
+
+def _savez(path: Path, **arrays) -> None:
+    """``np.savez`` written atomically (a run cut off by the time limit leaves no half-written file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    tmp.replace(path)
+
+
+def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, record_name: str) -> None:
+    """Paint the C5 spots for each of ``_CDM_STEPS`` not yet done, while time allows.
+
+    ``args.deadline_minutes`` (from this process's start) stops before a step that would not end in time,
+    its cost estimated from the seconds per tile, step and network pass measured so far (a short probe
+    first); ``args.save_model``/``args.model``'s ``painted.json`` records what is done, so ``paint`` goes on
+    from there. Each step's tiles are written as soon as they exist (``cdm_c5_<i>.npz``,
+    ``cdm_extra_<name>.npz``: under 16 MiB each, what comes back from the GPU server).
+    """
+    import torch
+
     c5 = np.flatnonzero(section == "C5")
     names = adata.obs_names.to_numpy(str)[c5]
     sub = adata[c5]
+    where = getattr(args, "save_model", None) or getattr(args, "model", None)
+    state_dir = Path(where) if where else None
+    state_file = state_dir / "painted.json" if state_dir else None
+    done = json.loads(state_file.read_text())["done"] if state_file and state_file.is_file() else []
     gen = {"batch_size": 256, "progress_bar": False}
     few = 2 if args.tiny else None
-    timings = {}
+    deadline = _T0 + 60 * args.deadline_minutes if args.deadline_minutes else None
+    record["generation"] = timings = record.get("generation", {})
+    immune_file = Path(args.pairs).with_name("her2st_immune.npz")
 
-    def timed(key, **kw):
-        t = time.perf_counter()
-        r = model.generate(sub, **{**gen, **kw, **({"steps": few} if few else {})})
+    def sync():
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        timings[key] = {
-            "seconds": time.perf_counter() - t,
-            "tiles": int(r.shape[0] * r.shape[1]),
-            **{k: v for k, v in kw.items() if k != "seed"},
-        }
-        print(f"{key}: {timings[key]}", flush=True)
-        return r
 
-    main = timed("dpm25_w2", n_per_obs=args.per_spot, seed=1, sampler="dpm++", steps=25, guidance_scale=2.0)
-    _save_chunks(out, "cdm_c5", {"tiles": main}, names)
-    extra = {
-        "ddim250": timed("ddim250_w2", n_per_obs=1, seed=7, sampler="ddim", steps=250, guidance_scale=2.0),
-        "dpm25": timed("dpm25_w2_seed7", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=2.0),
-        "w0": timed("dpm25_w0", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=0.0),
-        "w1": timed("dpm25_w1", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=1.0),
-        "w4": timed("dpm25_w4", n_per_obs=1, seed=7, sampler="dpm++", steps=25, guidance_scale=4.0),
-    }
-    immune_file = Path(args.pairs).with_name("her2st_immune.npz")
-    if immune_file.is_file():  # the enrichment experiment: same spots, same noise, immune signal added
-        imm = np.load(immune_file)
-        # Under the spots' own names: a unit's noise follows its name, so these tiles share the "dpm25" noise.
-        enriched = sub.copy()
-        enriched.obsm["X_vae"] = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
+    def passes(w):  # w = 1 is the plain conditional model: one network pass a step; otherwise two
+        return 1 if w == 1 else 2
+
+    # seconds per (tile × step × pass): a short probe, then each finished step's own rate
+    t = time.perf_counter()
+    model.generate(sub[:16], n_per_obs=1, seed=0, sampler="dpm++", steps=few or 5, guidance_scale=2.0, **gen)
+    sync()
+    rate = (time.perf_counter() - t) / (16 * (few or 5) * 2)
+    for name, n, seed, sampler, steps, w, more in _CDM_STEPS:
+        if name in done:
+            continue
+        if name == "immune" and not immune_file.is_file():
+            print("no her2st_immune.npz (run `her2st.py enrich` first): the enrichment step is skipped", flush=True)
+            continue
+        n = n or args.per_spot
+        steps = few or steps
+        cost = rate * len(c5) * n * steps * passes(w)
+        if deadline and time.monotonic() + 1.2 * cost > deadline:
+            print(f"{name}: left for `her2st.py paint` (about {cost:.0f} s; the deadline is near)", flush=True)
+            timings[name] = {"skipped": "time", "estimated_s": cost}
+            continue
+        units = sub
+        if name == "immune":
+            imm = np.load(immune_file)
+            # Under the spots' own names: a unit's noise follows its name, so these tiles share main's noise.
+            units = sub.copy()
+            units.obsm["X_vae"] = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
         t = time.perf_counter()
-        extra["immune"] = model.generate(
-            enriched, n_per_obs=1, seed=7, sampler="dpm++", steps=few or 25, guidance_scale=2.0, **gen
-        )
-        timings["immune"] = {"seconds": time.perf_counter() - t}
-    _save_chunks(out, "cdm_extra", extra, names)
-    record["generation"] = timings
-    record["generate_tiles_per_s"] = timings["dpm25_w2"]["tiles"] / timings["dpm25_w2"]["seconds"]
-    pick = np.random.default_rng(1).choice(len(c5), 8, replace=False)
-    _grid_png([tiles[c5[pick], 0], main[pick, 0]], out / "cdm_grid.png")
-    (out / "cdm.json").write_text(json.dumps(record, indent=1, default=float))
+        if few and "sr_steps" in more:
+            more = {**more, "sr_steps": 1}
+        kw = {"n_per_obs": n, "seed": seed, "sampler": sampler, "steps": steps, "guidance_scale": w, **more}
+        r = model.generate(units, **kw, **gen)
+        sync()
+        seconds = time.perf_counter() - t
+        rate = seconds / (len(c5) * n * steps * passes(w))
+        timings[name] = {"seconds": seconds, "tiles": int(r.shape[0] * r.shape[1]), **kw}
+        print(f"{name}: {timings[name]}", flush=True)
+        if name == "main":
+            per_file = max(1, int(14 * 2**20 // r[0].nbytes))
+            for i, lo in enumerate(range(0, len(c5), per_file)):
+                _savez(out / f"cdm_c5_{i}.npz", tiles=r[lo : lo + per_file], obs_names=names[lo : lo + per_file])
+            pick = np.random.default_rng(1).choice(len(c5), min(8, len(c5)), replace=False)
+            _grid_png([tiles[c5[pick], 0], r[pick, 0]], out / "cdm_grid.png")
+            record["generate_tiles_per_s"] = r.shape[0] * r.shape[1] / seconds
+        else:
+            _savez(out / f"cdm_extra_{name}.npz", obs_names=names, **{name: r})
+        done.append(name)
+        if state_file:
+            _write_json(state_file, {"done": done, "tiny": bool(args.tiny), "per_spot": args.per_spot})
+        _write_json(out / record_name, record)
+    _write_json(out / record_name, record)
+    left = [s[0] for s in _CDM_STEPS if s[0] not in done and (s[0] != "immune" or immune_file.is_file())]
+    if left:
+        print(f"not painted yet: {left}; run `her2st.py paint --model {state_dir}` for them", flush=True)
 
 
 def _positions(names: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -385,6 +485,7 @@ LABELS = {
     "X_cdm_w0": "RNA-CDM w=0",
     "X_cdm_w1": "RNA-CDM w=1",
     "X_cdm_w4": "RNA-CDM w=4",
+    "X_cdm_fast": "RNA-CDM DPM++-25, SR 10 unguided",
 }
 # Nuclei feature ↔ deconvolved cell type(s) whose proportion it should follow across spots.
 COMPOSITION = [
@@ -465,7 +566,8 @@ def _enrichment(immune: dict, adata, mpp, out: Path) -> dict:
     """RNA-CDM's experiment: the same C5 spots and noise, plain against immune-enriched profiles."""
     from scipy.stats import wilcoxon
 
-    plain = adata.obsm["X_cdm_dpm25"][adata.obs_names.get_indexer(immune["names"])]
+    # the spots' first RNA-CDM tiles: painted from the same noise as the enriched ones (seed and draw)
+    plain = adata.obsm["X_cdm"][adata.obs_names.get_indexer(immune["names"])][:, :1]
     enriched = immune["tiles"]
     feats = ["density", "small_round_fraction", "hematoxylin_fraction", "mean_area"]
     a = rp.metrics.nuclei(plain[:, 0], mpp=mpp, progress_bar=False)[feats].to_numpy()
@@ -528,8 +630,9 @@ def _evaluation_data(args):
 
 def _contrasts(keys: list[str]) -> list[tuple[str, str]]:
     """The paired fidelity comparisons the issues ask for: RNA-GAN against the GAN, RNA-CDM against RNA-GAN;
-    and each RNA-GAN variant (``--name rnagan-<tag>``) against RNA-GAN and the GAN."""
-    wanted = [("X_rnagan", "X_gan"), ("X_cdm", "X_rnagan"), ("X_cdm", "X_gan")]
+    RNA-CDM's fast recipe against its default (the same noise); and each RNA-GAN variant
+    (``--name rnagan-<tag>``) against RNA-GAN and the GAN."""
+    wanted = [("X_rnagan", "X_gan"), ("X_cdm", "X_rnagan"), ("X_cdm", "X_gan"), ("X_cdm_fast", "X_cdm_dpm25")]
     wanted += [(k, base) for k in keys if k.startswith("X_rnagan-") for base in ("X_rnagan", "X_gan")]
     return [(a, b) for a, b in wanted if a in keys and b in keys]
 
@@ -590,7 +693,7 @@ def evaluate(args) -> None:
     _grid_png(rows, out / "c5_grid.png")
     table = report.pivot_table(index="metric", columns="method", values="value", sort=False)
     _print_table(table, floatfmt=".3f")
-    if immune and "X_cdm_dpm25" in adata.obsm:
+    if immune and "X_cdm" in adata.obsm:
         print("immune enrichment (same spots, same noise):", json.dumps(_enrichment(immune, adata, mpp, out), indent=1))
     print(f"grid rows: real C5 / nearest neighbour / {' / '.join(main_keys)}; wrote {out}")
 
@@ -759,12 +862,27 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="cdm only")
     p.add_argument("--compile", action="store_true", help="cdm only: torch.compile the denoisers")
     p.add_argument("--tiny", action="store_true", help="cdm only: a CPU smoke run of the script")
+    p.add_argument(
+        "--save-model", default=None, help="cdm only: save the trained model here, for `paint` to finish the tiles"
+    )
+    p.add_argument(
+        "--deadline-minutes",
+        type=float,
+        default=None,
+        help="cdm only: paint only what ends this many minutes after the start (the GPU server's 10-minute limit)",
+    )
     p.add_argument("--gp-every", type=int, default=1, help="gan/rnagan: lazy gradient penalty every k critic steps")
     p.add_argument("--aux-weight", type=float, default=0.0, help="rnagan: TileGAN(aux_weight=), AC-GAN's loss")
     p.add_argument("--seed", type=int, default=0, help="gan/rnagan: training seed (weights, batches, noise)")
     p.add_argument(
         "--name", default=None, help="file stem of the outputs (default: the method; rnagan-<tag> for a variant)"
     )
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("paint", help="RNA-CDM: the C5 tiles a `train --method cdm --save-model` run left undone")
+    p.add_argument("--model", required=True, help="the folder given to train --save-model")
+    p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
+    p.add_argument("--per-spot", type=int, default=4)
+    p.add_argument("--deadline-minutes", type=float, default=None)
     p.add_argument("--out", required=True)
     p = sub.add_parser("enrich")
     p.add_argument("--dir", default=".gpu_data")
@@ -779,8 +897,9 @@ def main() -> None:
     p.add_argument(
         "--label",
         choices=["cluster", "epithelial"],
-        default="cluster",
-        help="condition-fidelity labels: HER2ST clusters, or terciles of the epithelial share",
+        default="epithelial",
+        help="condition-fidelity labels: terciles of the epithelial share (shared by all sections), or HER2ST's "
+        "clusters (made per section; 3 training spots have none)",
     )
     p.add_argument("--spots", action="store_true", help="evaluate only the C5 spots the runs painted (smoke runs)")
     p = sub.add_parser("fidelity", help="condition fidelity and paired generator differences, per encoder seed")
@@ -806,7 +925,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = ap.parse_args()
     commands = {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}
-    {**commands, "checkerboard": checkerboard, "composition": composition}[args.cmd](args)
+    {**commands, "checkerboard": checkerboard, "composition": composition, "paint": paint}[args.cmd](args)
 
 
 if __name__ == "__main__":

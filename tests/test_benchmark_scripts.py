@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -42,7 +44,14 @@ def test_diffusion_benchmark_runs(tmp_path):
     d = _run("diffusion", "--quick", tmp_path=tmp_path)
     for key in ("train_reference_eager", "train_reference_tuned", "train_base_eager", "train_base_tuned"):
         assert d[key]["tiles_per_s"] > 0 and d[key]["gflop_per_tile"] > 0
-    assert d["cascade"]["tiles_per_s"] > 0 and d["cascade"]["image_size"] > d["cascade"]["base_size"]
+    full, fast, light = d["cascade"]
+    for r in (full, fast, light):
+        assert r["tiles_per_s"] > 0 and r["image_size"] > r["base_size"] and r["tflop_per_tile"] > 0
+    # a tile's FLOPs: each stage's forward × its steps × its passes (two with guidance, one at guidance 1)
+    g = full["gflop_forward"]
+    assert full["tflop_per_tile"] == pytest.approx((2 * 2 * g["base"] + 2 * 2 * g["sr"]) / 1e3)
+    assert fast["tflop_per_tile"] == pytest.approx((2 * 2 * g["base"] + 1 * g["sr"]) / 1e3)
+    assert light["gflop_forward"]["sr"] < g["sr"] and light["gflop_forward"]["base"] == g["base"]
 
 
 def test_tiles_benchmark_runs(tmp_path, data_root):
