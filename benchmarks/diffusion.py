@@ -21,7 +21,8 @@ the same plus channels-last, fused AdamW, ``torch.compile`` and a larger batch.
 
 Usage::
 
-    python benchmarks/diffusion.py --device cuda --json OUT/diffusion.json
+    python benchmarks/diffusion.py --device cuda --part train --json OUT/diffusion.json
+    python benchmarks/diffusion.py --device cuda --part cascade --json OUT/cascade.json
     python benchmarks/diffusion.py --quick            # CPU smoke run, tiny sizes
 """
 
@@ -155,15 +156,19 @@ def cascade_speed(
     base_size: int,
     n: int,
     batch: int,
-    recipes: list[tuple[int, int, float, float]],
+    runs: list[tuple[dict | None, list[tuple[int, int, float, float]]]],
     device: torch.device,
     compile: bool,
     base: dict | None = None,
-    sr: dict | None = None,
-) -> list[dict]:
-    """Tiles/s of the whole cascade (DPM-Solver++) from random weights, for each sampling recipe
-    ``(steps, sr_steps, guidance_scale, sr_guidance_scale)``, with the FLOPs a tile costs: a stage's
-    forward FLOPs × its steps × its passes a step (two with guidance, one at guidance 1)."""
+):
+    """Tiles/s of the whole cascade (DPM-Solver++) from random weights.
+
+    ``runs``: ``(sr, recipes)`` pairs: a super-resolution network (settings merged into
+    :data:`SR_DEFAULTS`) and the sampling recipes ``(steps, sr_steps, guidance_scale,
+    sr_guidance_scale)`` timed with it. The base stage is built (and compiled) once. Yields one result
+    per recipe, with the FLOPs a tile costs: a stage's forward FLOPs × its steps × its passes a step
+    (two with guidance, one at guidance 1).
+    """
     import numpy as np
 
     from rnapaint.models.cascaded_diffusion import CascadedDiffusion
@@ -184,38 +189,43 @@ def cascade_speed(
         "condition_mean": [0.0] * 64,
         "condition_std": [1.0] * 64,
         "base": {**BASE_DEFAULTS, **(base or {})},
-        "sr": {**SR_DEFAULTS, **(sr or {})},
+        "sr": None,
     }
     m.vae, m.dataset = None, None
-    m._build()
+    m._build()  # the base stage only
     m.is_trained = True
-    gflop = {
-        "base": _forward_flops(m.ema["base"].to(device), base_size, False, device) / 1e9,
-        "sr": _forward_flops(m.ema["sr"].to(device), size, True, device) / 1e9,
-    }
-    params = {s: sum(p.numel() for p in m.ema[s].parameters()) / 1e6 for s in m.stages}
-    if device.type == "cuda":
-        for s in m.stages:  # channels-last for the convolutions; compile the denoisers
-            m.ema[s] = m.ema[s].to(memory_format=torch.channels_last)
+
+    def prepare(net, stage_size: int, low_res: bool):
+        """The network on the device for sampling (channels-last, compiled on a GPU) and its forward GFLOP."""
+        net = net.to(device).eval().requires_grad_(False)
+        gflop = _forward_flops(net, stage_size, low_res, device) / 1e9
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        if device.type == "cuda":
+            net = net.to(memory_format=torch.channels_last)
             if compile:
-                m.ema[s] = torch.compile(m.ema[s])
+                net = torch.compile(net)
+        return net, gflop, params
+
+    m.ema["base"], base_gflop, base_params = prepare(m.ema["base"], base_size, False)
     cond = np.random.default_rng(0).standard_normal((n, 64)).astype(np.float32)
     peak = _peak(device)
-    results = []
-    for steps, sr_steps, w, sr_w in recipes:
-        kw = {"n_per_obs": 1, "batch_size": batch, "device": str(device), "progress_bar": False}
-        kw |= {"guidance_scale": w, "sr_guidance_scale": sr_w}
-        m.generate(cond[:batch], steps=2, sr_steps=2, **kw)  # warm-up (and compilation for these batch shapes)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        m.generate(cond, steps=steps, sr_steps=sr_steps, **kw)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        tflop = (steps * (1 if w == 1 else 2) * gflop["base"] + sr_steps * (1 if sr_w == 1 else 2) * gflop["sr"]) / 1e3
-        results.append(
-            {
+    for sr, recipes in runs:
+        m.config["sr"] = {**SR_DEFAULTS, **(sr or {})}
+        net = ConditionalUNet(size, 64, low_res=True, **m.config["sr"])
+        m.ema["sr"], sr_gflop, sr_params = prepare(net, size, True)
+        for steps, sr_steps, w, sr_w in recipes:
+            kw = {"n_per_obs": 1, "batch_size": batch, "device": str(device), "progress_bar": False}
+            kw |= {"guidance_scale": w, "sr_guidance_scale": sr_w}
+            m.generate(cond[:batch], steps=2, sr_steps=2, **kw)  # warm-up (and compilation for these shapes)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            m.generate(cond, steps=steps, sr_steps=sr_steps, **kw)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            gflop = steps * (1 if w == 1 else 2) * base_gflop + sr_steps * (1 if sr_w == 1 else 2) * sr_gflop
+            yield {
                 "tiles": n,
                 "batch": batch,
                 "steps": steps,
@@ -225,15 +235,13 @@ def cascade_speed(
                 "image_size": size,
                 "base_size": base_size,
                 "tiles_per_s": n / dt,
-                "gflop_forward": gflop,
-                "tflop_per_tile": tflop,
-                "fraction_of_bf16_peak": tflop * 1e12 * n / dt / peak if peak else None,
-                "tiles_per_s_at_peak": peak / (tflop * 1e12) if peak else None,
-                "params_m": params,
+                "gflop_forward": {"base": base_gflop, "sr": sr_gflop},
+                "tflop_per_tile": gflop / 1e3,
+                "fraction_of_bf16_peak": gflop * 1e9 * n / dt / peak if peak else None,
+                "tiles_per_s_at_peak": peak / (gflop * 1e9) if peak else None,
+                "params_m": {"base": base_params, "sr": sr_params},
                 "sr_network": sr or {},
             }
-        )
-    return results
 
 
 def main() -> None:
@@ -245,6 +253,12 @@ def main() -> None:
     p.add_argument("--cascade-tiles", type=int, default=512)
     p.add_argument("--cascade-batch", type=int, default=128)
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (a smoke run)")
+    p.add_argument(
+        "--part",
+        choices=["train", "cascade", "all"],
+        default="all",
+        help="base-stage training, cascade sampling, or both (on the GPU server, one per 10-minute command)",
+    )
     p.add_argument("--json")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -265,10 +279,18 @@ def main() -> None:
         ref = lambda: Reference(size)  # noqa: E731
         base = lambda: ConditionalUNet(size, 64, **BASE_DEFAULTS)  # noqa: E731
         small = None
-    for name, make, cond_dim in (("reference", ref, 768), ("base", base, 64)):
+
+    def save() -> None:  # after every measurement: a run cut off by a time limit keeps what it measured
+        if args.json:
+            tmp = Path(args.json).with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1))
+            tmp.replace(args.json)
+
+    for name, make, cond_dim in (("reference", ref, 768), ("base", base, 64)) if args.part != "cascade" else ():
         for recipe, batch in (("eager", batches[0]), ("tuned", batches[1])):
             r = train_speed(make, size, cond_dim, batch, steps, device, tuned=recipe == "tuned")
             results[f"train_{name}_{recipe}"] = r
+            save()
             frac = f", {100 * r['fraction_of_bf16_peak']:.1f} % of bf16 peak" if r["fraction_of_bf16_peak"] else ""
             print(
                 f"train {name:9s} {recipe:5s} batch {batch:4d}: {r['tiles_per_s']:8.1f} tiles/s "
@@ -279,31 +301,30 @@ def main() -> None:
         results[f"speedup_{name}"] = t["tiles_per_s"] / e["tiles_per_s"]
         print(f"  speed-up {name}: {results[f'speedup_{name}']:.2f}×", flush=True)
     # The default recipe (25 + 25 DPM-Solver++ steps, guidance 2 in both stages), then the super-resolution
-    # stage with 10 steps and no guidance (the base image already carries the expression), then that with
-    # the lighter super-resolution network.
+    # stage with 10 steps, with guidance and without (the base image already carries much of the
+    # expression), then those two with the lighter super-resolution network. Recipes that share the
+    # super-resolution stage's batch shape (guided: twice the batch) follow each other: fewer recompilations.
     fast = (25, 10, 2.0, 1.0)
     if args.quick:
-        runs = [(None, [(2, 2, 2.0, 2.0), (2, 1, 2.0, 1.0)]), ({**small, "channels": [16, 32]}, [(2, 1, 2.0, 1.0)])]
+        runs = [(small, [(2, 2, 2.0, 2.0), (2, 1, 2.0, 1.0)]), ({**small, "channels": [16, 32]}, [(2, 1, 2.0, 1.0)])]
         geometry = (32, 16, 8, 4)
     else:
-        runs = [(None, [(25, 25, 2.0, 2.0), fast]), (SR_LIGHT, [fast])]
+        runs = [(None, [(25, 25, 2.0, 2.0), (25, 10, 2.0, 2.0), fast]), (SR_LIGHT, [(25, 10, 2.0, 2.0), fast])]
         geometry = (256, 64, args.cascade_tiles, args.cascade_batch)
     results["cascade"] = []
-    for sr, recipes in runs:
-        kw = {"base": small, "sr": {**small, **(sr or {})}} if args.quick else {"sr": sr}
-        for r in cascade_speed(*geometry, recipes, device, compile=not args.quick, **kw):
+    if args.part != "train":
+        for r in cascade_speed(*geometry, runs, device, compile=not args.quick, base=small):
             results["cascade"].append(r)
+            light = r["sr_network"] == SR_LIGHT or (args.quick and r["sr_network"]["channels"] == [16, 32])
             frac = f", {100 * r['fraction_of_bf16_peak']:.1f} % of bf16 peak" if r["fraction_of_bf16_peak"] else ""
             print(
-                f"cascade {r['base_size']}→{r['image_size']} px{' (light SR)' if sr else ''}, DPM-Solver++ "
+                f"cascade {r['base_size']}→{r['image_size']} px{' (light SR)' if light else ''}, DPM-Solver++ "
                 f"{r['steps']}+{r['sr_steps']} steps, guidance {r['guidance_scale']:g}/{r['sr_guidance_scale']:g}: "
                 f"{r['tiles_per_s']:.1f} tiles/s ({r['tflop_per_tile']:.2f} TFLOP a tile{frac})",
                 flush=True,
             )
-            if args.json:  # after every measurement: a run cut off by a time limit keeps what it measured
-                Path(args.json).write_text(json.dumps(results, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+            save()
+    save()
 
 
 if __name__ == "__main__":

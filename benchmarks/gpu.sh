@@ -19,7 +19,8 @@
 #                                     # then as many of its C5 tile sets as fit before 9.2 minutes; the model
 #                                     # stays on the server (benchmarks/out/cdm_model) while it is warm, so
 #   benchmarks/gpu.sh cdm-paint OUT2  # run AT ONCE after it (the server goes cold 30 s after a command): the rest
-#   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training, full cascade at 256 px
+#   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training (eager against tuned)
+#   benchmarks/gpu.sh cascade OUT     # benchmarks/diffusion.py: the full cascade at 256 px, three recipes
 set -euo pipefail
 what=$1
 out=${2:-benchmarks/out/gpu}
@@ -53,7 +54,10 @@ case $what in
       --out "$out" --deadline-minutes 9.3 2>&1 | grep -v Warning
     ;;
   diffusion)
-    python3 benchmarks/diffusion.py --json "$out/diffusion.json" 2>&1 | grep -v Warning
+    timeout 570 python3 benchmarks/diffusion.py --part train --json "$out/diffusion.json" 2>&1 | grep -v Warning
+    ;;
+  cascade)
+    timeout 570 python3 benchmarks/diffusion.py --part cascade --json "$out/cascade.json" 2>&1 | grep -v Warning
     ;;
   *) echo "unknown: $what" >&2; exit 2 ;;
 esac

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
 import rnapaint as rp
@@ -73,12 +74,41 @@ def _rho(tiles, adata, prop="density", measured="nuclei_fraction"):
 
 def test_cdm_follows_the_expression_and_guidance_moves_it(model, toy):
     test = _held_out(toy)
-    rho = {w: _rho(model.generate(test, guidance_scale=w, seed=1, **GEN), test) for w in (0.0, 2.0)}
+    tiles = {w: model.generate(test, guidance_scale=w, seed=1, **GEN) for w in (0.0, 2.0)}
+    rho = {w: _rho(t, test) for w, t in tiles.items()}
+    hue = {w: _rho(t, test, "hue", "hue") for w, t in tiles.items()}
     real = _rho(test.obsm["tiles"], test)
-    print(f"\nSpearman ρ (density → nuclei fraction) on held-out units by guidance scale: {rho}; real tiles {real:.2f}")
+    print(
+        f"\nSpearman ρ on held-out units by guidance scale: density → nuclei fraction {rho}, hue → hue {hue}; "
+        f"real tiles {real:.2f}"
+    )
     assert rho[2.0] >= 0.5
     assert abs(rho[0.0]) < 0.3  # w = 0 is the unconditional model: it must ignore the expression
     assert rho[2.0] > rho[0.0] + 0.3
+    # The overall colour crosses the super-resolution stage (it did not while GroupNorm had one channel a
+    # group in these narrow networks: instance norm removed each feature map's mean, hue ρ 0.00).
+    assert hue[2.0] >= 0.7
+
+
+def test_norm_groups_keep_four_channels_a_group_and_old_models_load_theirs(model, tmp_path):
+    from rnapaint.nn.diffusion_unet import ConditionalUNet, default_norm_groups
+
+    assert [default_norm_groups([c]) for c in (8, 16, 32, 64, 128, 256)] == [2, 4, 8, 16, 32, 32]
+    assert model.config["base"]["norm_groups"] == 8 and model.config["sr"]["norm_groups"] == 4
+    groups = {m.num_groups for m in model.nets["sr"].modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups == {4}
+    with pytest.raises(ValueError, match="multiple of 3"):
+        ConditionalUNet(8, 4, channels=[16, 32], attention=[False, False], head_dim=16, norm_groups=3)
+    # A model saved before the option existed had min(32, channels[0]) groups: it loads with them.
+    model.save(tmp_path / "old")
+    cfg_path = tmp_path / "old" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for stage in ("base", "sr"):
+        del cfg["model"][stage]["norm_groups"]
+    cfg_path.write_text(json.dumps(cfg))
+    old = rp.models.load_model(tmp_path / "old")
+    assert old.config["base"]["norm_groups"] == 32 and old.config["sr"]["norm_groups"] == 16
+    assert {m.num_groups for m in old.ema["sr"].modules() if isinstance(m, torch.nn.GroupNorm)} == {16}
 
 
 def test_samplers_are_interchangeable(model, toy):

@@ -90,7 +90,8 @@ class CascadedDiffusion:
     base, sr
         Network settings of each stage, merged into the defaults (:data:`BASE_DEFAULTS`,
         :data:`SR_DEFAULTS`; keys of :class:`rnapaint.nn.ConditionalUNet`: ``channels``,
-        ``attention``, ``layers_per_block``, ``n_tokens``, ``token_dim``, ``hidden``, ``head_dim``).
+        ``attention``, ``layers_per_block``, ``n_tokens``, ``token_dim``, ``hidden``, ``head_dim``,
+        ``norm_groups``).
     cond_drop
         Probability of training a sample without its condition (classifier-free guidance).
     num_train_timesteps, beta_schedule
@@ -178,8 +179,8 @@ class CascadedDiffusion:
             "condition_dim": cond_dim,
             "condition_mean": train_cond.mean(0).float().tolist(),
             "condition_std": std.float().tolist(),
-            "base": {**BASE_DEFAULTS, **(base or {})},
-            "sr": {**SR_DEFAULTS, **(sr or {})} if size > base_size else None,
+            "base": _with_norm_groups({**BASE_DEFAULTS, **(base or {})}),
+            "sr": _with_norm_groups({**SR_DEFAULTS, **(sr or {})}) if size > base_size else None,
             # Models saved before this key took head_dim as the number of attention heads.
             "head_dim_is_head_size": True,
         }
@@ -674,6 +675,11 @@ class CascadedDiffusion:
             )
         self = cls.__new__(cls)
         self.config = config["model"]
+        for stage in STAGES:
+            settings = self.config.get(stage)
+            if isinstance(settings, dict) and "norm_groups" not in settings and "channels" in settings:
+                # Saved before the option existed: GroupNorm had min(32, channels[0]) groups.
+                settings["norm_groups"] = min(32, int(settings["channels"][0]))
         self.vae = BetaVAE.load(Path(path) / "vae") if config.get("has_vae") else None
         self.dataset = None
         self._build()
@@ -690,6 +696,15 @@ class CascadedDiffusion:
         self.history, self.train_info = config.get("history", {}), config.get("train_info", {})
         self.is_trained = bool(config.get("is_trained", True))
         return self
+
+
+def _with_norm_groups(settings: dict[str, Any]) -> dict[str, Any]:
+    """A stage's network settings with its GroupNorm groups written out, so that its config says them."""
+    from ..nn.diffusion_unet import default_norm_groups
+
+    if settings.get("norm_groups") is None:
+        settings = {**settings, "norm_groups": default_norm_groups(settings["channels"])}
+    return settings
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
