@@ -83,7 +83,8 @@ def main() -> None:
     rh = spearmanr(test.obs["hue"], real_units["hue"]).statistic
     print(f"real tiles: ρ(density, nucleus fraction) {rd:.3f}, ρ(hue, hue) {rh:.3f}\n")
     print(
-        "| steps + SR steps | guidance / SR guidance | seconds | ρ(density, nucleus fraction) | ρ(hue, hue) | distance to real (W / sd) |"
+        "| steps + SR steps | guidance / SR guidance | seconds | ρ(density, nucleus fraction) | ρ(hue, hue) "
+        "| distance to real (W / sd) |"
     )
     print("|---|---|---|---|---|---|")
     for steps, sr_steps, w, sr_w in recipes:
