@@ -31,18 +31,11 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import rnapaint as rp
 
+# The cascade of `make demo` and tests/test_diffusion.py: small enough to train in minutes on two cores.
+from rnapaint.cli.demo_toy_cdm import NET, SR
+
+MODEL = {"base_size": 8, "base": NET, "sr": SR}
 PROPERTIES = ("nuclei_fraction", "nuclei_count", "mean_nucleus_area")
-# The cascade of tests/test_diffusion.py: small enough to train in minutes on two cores.
-BASE = {
-    "channels": [32, 64],
-    "attention": [False, True],
-    "layers_per_block": 1,
-    "n_tokens": 4,
-    "token_dim": 64,
-    "hidden": 64,
-    "head_dim": 16,
-}
-MODEL = {"base_size": 8, "base": BASE, "sr": {**BASE, "channels": [16, 32], "attention": [False, False]}}
 
 
 def main() -> None:
