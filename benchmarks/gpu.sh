@@ -18,7 +18,8 @@
 #   benchmarks/gpu.sh cdm OUT         # RNA-CDM (cascaded diffusion), the same 8 minutes (+ enrich step here first),
 #                                     # then as many of its C5 tile sets as fit before 9.2 minutes; the model
 #                                     # stays on the server (benchmarks/out/cdm_model) while it is warm, so
-#   benchmarks/gpu.sh cdm-paint OUT2  # run AT ONCE after it (the server goes cold 30 s after a command): the rest
+#   benchmarks/gpu.sh cdm-paint OUT2  # run AT ONCE after it (the server goes cold 30 s after a command): the rest,
+#                                     # as much as one command returns; run it again (OUT3) until nothing is left
 #   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training (eager against tuned)
 #   benchmarks/gpu.sh cascade OUT     # benchmarks/diffusion.py: the full cascade at 256 px, three recipes
 set -euo pipefail
@@ -47,11 +48,12 @@ case $what in
   cdm)
     python3 benchmarks/her2st.py train --pairs .gpu_data/her2st_pairs.npz --method cdm --batch-size 128 \
       --minutes "${MINUTES:-8}" --out "$out" --save-model benchmarks/out/cdm_model --deadline-minutes 9.2 \
+      --out-files 8 --out-mib 62 \
       2>&1 | grep -v Warning
     ;;
   cdm-paint)
     python3 benchmarks/her2st.py paint --model benchmarks/out/cdm_model --pairs .gpu_data/her2st_pairs.npz \
-      --out "$out" --deadline-minutes 9.3 2>&1 | grep -v Warning
+      --out "$out" --deadline-minutes 9.3 --out-files 8 --out-mib 62 2>&1 | grep -v Warning
     ;;
   diffusion)
     timeout 570 python3 benchmarks/diffusion.py --part train --json "$out/diffusion.json" 2>&1 | grep -v Warning

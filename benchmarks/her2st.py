@@ -334,6 +334,10 @@ def train_cdm(args, adata, tiles, units, out: Path) -> None:
     if args.save_model:
         # Painting everything takes minutes beyond the training: `paint` finishes it in a second command.
         model.save(args.save_model, overwrite=True)
+        # What `paint` needs to know even if not one set gets painted here: nothing done yet, and how.
+        _write_json(
+            Path(args.save_model) / "painted.json", {"done": [], "tiny": bool(args.tiny), "per_spot": args.per_spot}
+        )
     _paint_cdm(model, adata, tiles, section, out, args, record, "cdm.json")
 
 
@@ -351,7 +355,9 @@ def paint(args) -> None:
     args.per_spot = state.get("per_spot", args.per_spot)  # the training run's, which main was painted with
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _paint_cdm(model, adata, tiles, section, out, args, {"method": "cdm", "model": str(args.model)}, "cdm_paint.json")
+    # One record per command, named by how many sets were done before it: OUT folders merge without clashes.
+    record = f"cdm_paint_{len(state.get('done', []))}.json"
+    _paint_cdm(model, adata, tiles, section, out, args, {"method": "cdm", "model": str(args.model)}, record)
 
 
 # RNA-CDM's generation steps, most needed first: (name, n_per_obs, seed, sampler, steps, guidance, other
@@ -417,6 +423,13 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
     def passes(w):  # w = 1 is the plain conditional model: one network pass a step; otherwise two
         return 1 if w == 1 else 2
 
+    # What one command may write to OUT (the GPU server returns 8 files, 16 MiB each, 64 MiB in all):
+    # the record and a margin are kept aside.
+    tile_bytes = int(np.prod(tiles.shape[2:]))
+    per_file_bytes = 14 * 2**20
+    limit_files = args.out_files - 1 if args.out_files else None
+    limit_bytes = args.out_mib * 2**20 - 2**20 if args.out_mib else None
+    written = {"files": 0, "bytes": 0}
     # seconds per (tile × step × pass): a short probe, then each finished step's own rate
     t = time.perf_counter()
     model.generate(sub[:16], n_per_obs=1, seed=0, sampler="dpm++", steps=few or 5, guidance_scale=2.0, **gen)
@@ -435,6 +448,16 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
             print(f"{name}: left for `her2st.py paint` (about {cost:.0f} s; the deadline is near)", flush=True)
             timings[name] = {"skipped": "time", "estimated_s": cost}
             continue
+        nbytes = len(c5) * n * tile_bytes
+        files = -(-nbytes // per_file_bytes) + (name == "main")  # tile chunks (+ the grid)
+        if (limit_files and written["files"] + files > limit_files) or (
+            limit_bytes and written["bytes"] + nbytes > limit_bytes
+        ):
+            print(f"{name}: left for `her2st.py paint` (what one command returns is full)", flush=True)
+            timings[name] = {"skipped": "output size"}
+            continue
+        written["files"] += files
+        written["bytes"] += nbytes
         units = sub
         if name == "immune":
             imm = np.load(immune_file)
@@ -452,7 +475,7 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
         timings[name] = {"seconds": seconds, "tiles": int(r.shape[0] * r.shape[1]), **kw}
         print(f"{name}: {timings[name]}", flush=True)
         if name == "main":
-            per_file = max(1, int(14 * 2**20 // r[0].nbytes))
+            per_file = max(1, int(per_file_bytes // r[0].nbytes))
             for i, lo in enumerate(range(0, len(c5), per_file)):
                 _savez(out / f"cdm_c5_{i}.npz", tiles=r[lo : lo + per_file], obs_names=names[lo : lo + per_file])
             pick = np.random.default_rng(1).choice(len(c5), min(8, len(c5)), replace=False)
@@ -871,6 +894,8 @@ def main() -> None:
         default=None,
         help="cdm only: paint only what ends this many minutes after the start (the GPU server's 10-minute limit)",
     )
+    p.add_argument("--out-files", type=int, default=None, help="cdm only: write at most this many files to --out")
+    p.add_argument("--out-mib", type=float, default=None, help="cdm only: write at most this many MiB to --out")
     p.add_argument("--gp-every", type=int, default=1, help="gan/rnagan: lazy gradient penalty every k critic steps")
     p.add_argument("--aux-weight", type=float, default=0.0, help="rnagan: TileGAN(aux_weight=), AC-GAN's loss")
     p.add_argument("--seed", type=int, default=0, help="gan/rnagan: training seed (weights, batches, noise)")
@@ -883,6 +908,8 @@ def main() -> None:
     p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
     p.add_argument("--per-spot", type=int, default=4)
     p.add_argument("--deadline-minutes", type=float, default=None)
+    p.add_argument("--out-files", type=int, default=None, help="write at most this many files to --out")
+    p.add_argument("--out-mib", type=float, default=None, help="write at most this many MiB to --out")
     p.add_argument("--out", required=True)
     p = sub.add_parser("enrich")
     p.add_argument("--dir", default=".gpu_data")
