@@ -94,6 +94,7 @@ def test_norm_groups_keep_four_channels_a_group_and_old_models_load_theirs(model
     from rnapaint.nn.diffusion_unet import ConditionalUNet, default_norm_groups
 
     assert [default_norm_groups([c]) for c in (8, 16, 32, 64, 128, 256)] == [2, 4, 8, 16, 32, 32]
+    assert default_norm_groups([30, 60]) == 6 and default_norm_groups([128, 256, 384, 512]) == 32
     assert model.config["base"]["norm_groups"] == 8 and model.config["sr"]["norm_groups"] == 4
     groups = {m.num_groups for m in model.nets["sr"].modules() if isinstance(m, torch.nn.GroupNorm)}
     assert groups == {4}

@@ -62,15 +62,19 @@ class ConditionEncoder(nn.Module):
 
 
 def default_norm_groups(channels: Sequence[int]) -> int:
-    """GroupNorm groups for a UNet whose first level has ``channels[0]`` channels: at most 32, and at
-    least 4 channels a group.
+    """GroupNorm groups for a UNet with these channels per level: the most, up to 32, that leave at least
+    4 channels a group at the first level and divide every level's channels.
 
     With one channel a group, GroupNorm is instance norm: it removes every feature map's spatial mean,
     and with it an image's overall colour, which a super-resolution stage must carry over from its
     low-resolution input (measured on the toy set: hue followed 0.94 with 4 channels a group at 16 px,
     0.00 with 1).
     """
-    return max(1, min(32, int(channels[0]) // 4))
+    channels = [int(c) for c in channels]
+    for groups in range(max(1, min(32, channels[0] // 4)), 0, -1):
+        if all(c % groups == 0 for c in channels):
+            return groups
+    return 1
 
 
 class ConditionalUNet(nn.Module):
