@@ -151,6 +151,37 @@ def _forward_flops(net, size: int, low_res: bool, device: torch.device) -> float
     return float(counter.get_total_flops())
 
 
+def _recipe_gflop(recipe: tuple[int, int, float, float], base_gflop: float, sr_gflop: float) -> float:
+    """GFLOP a tile costs with ``(steps, sr_steps, guidance_scale, sr_guidance_scale)``: each stage's forward
+    GFLOP × its steps × its passes a step (two with guidance, one at guidance 1)."""
+    steps, sr_steps, w, sr_w = recipe
+    return steps * (1 if w == 1 else 2) * base_gflop + sr_steps * (1 if sr_w == 1 else 2) * sr_gflop
+
+
+def flop_budget(runs, size: int = 256, base_size: int = 64) -> list[dict]:
+    """The FLOP budget of each recipe of ``runs`` at full size, counted on the CPU (nothing timed)."""
+    cpu = torch.device("cpu")
+    base_gflop = _forward_flops(ConditionalUNet(base_size, 64, **BASE_DEFAULTS), base_size, False, cpu) / 1e9
+    rows = []
+    for sr, recipes in runs:
+        net = ConditionalUNet(size, 64, low_res=True, **{**SR_DEFAULTS, **(sr or {})})
+        sr_gflop = _forward_flops(net, size, True, cpu) / 1e9
+        for recipe in recipes:
+            tflop = _recipe_gflop(recipe, base_gflop, sr_gflop) / 1e3
+            peak = BF16_PEAK["H100"]
+            rows.append(
+                {
+                    "recipe": recipe,
+                    "sr_network": sr or {},
+                    "gflop_forward": {"base": base_gflop, "sr": sr_gflop},
+                    "tflop_per_tile": tflop,
+                    "h100_tiles_per_s_at_peak": peak / (tflop * 1e12),
+                    "h100_peak_share_for_50_per_s": 50 * tflop * 1e12 / peak,
+                }
+            )
+    return rows
+
+
 def cascade_speed(
     size: int,
     base_size: int,
@@ -224,7 +255,7 @@ def cascade_speed(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
-            gflop = steps * (1 if w == 1 else 2) * base_gflop + sr_steps * (1 if sr_w == 1 else 2) * sr_gflop
+            gflop = _recipe_gflop((steps, sr_steps, w, sr_w), base_gflop, sr_gflop)
             yield {
                 "tiles": n,
                 "batch": batch,
@@ -255,9 +286,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (a smoke run)")
     p.add_argument(
         "--part",
-        choices=["train", "cascade", "all"],
+        choices=["train", "cascade", "all", "flops"],
         default="all",
-        help="base-stage training, cascade sampling, or both (on the GPU server, one per 10-minute command)",
+        help="base-stage training, cascade sampling, or both (on the GPU server, one per 10-minute command); "
+        "flops: only the cascade recipes' FLOP budget at full size, counted on the CPU (seconds)",
     )
     p.add_argument("--json")
     args = p.parse_args()
@@ -286,6 +318,31 @@ def main() -> None:
             tmp.write_text(json.dumps(results, indent=1))
             tmp.replace(args.json)
 
+    # The default recipe (25 + 25 DPM-Solver++ steps, guidance 2 in both stages), then the super-resolution
+    # stage with 10 steps, with guidance and without (the base image already carries much of the
+    # expression), then those two with the lighter super-resolution network. Recipes that share the
+    # super-resolution stage's batch shape (guided: twice the batch) follow each other: fewer recompilations.
+    fast = (25, 10, 2.0, 1.0)
+    full_runs = [(None, [(25, 25, 2.0, 2.0), (25, 10, 2.0, 2.0), fast]), (SR_LIGHT, [(25, 10, 2.0, 2.0), fast])]
+    if args.part == "flops":
+        results["flop_budget"] = rows = flop_budget(full_runs)
+        g = rows[0]["gflop_forward"]
+        light = rows[-1]["gflop_forward"]["sr"]
+        print(f"one forward pass, one tile: base {g['base']:.1f} GFLOP, SR {g['sr']:.1f}, SR_LIGHT {light:.1f}")
+        print(
+            "| recipe (steps + SR steps, guidance / SR guidance) | SR network | TFLOP a tile "
+            "| tiles/s at 100 % of the H100's bf16 peak | share of peak that 50 tiles/s needs |"
+        )
+        print("|---|---|---|---|---|")
+        for r in rows:
+            steps, sr_steps, w, sr_w = r["recipe"]
+            print(
+                f"| {steps} + {sr_steps}, {w:g} / {sr_w:g} | {'SR_LIGHT' if r['sr_network'] else 'default'} "
+                f"| {r['tflop_per_tile']:.2f} | {r['h100_tiles_per_s_at_peak']:.0f} "
+                f"| {100 * r['h100_peak_share_for_50_per_s']:.0f} % |"
+            )
+        save()
+        return
     for name, make, cond_dim in (("reference", ref, 768), ("base", base, 64)) if args.part != "cascade" else ():
         for recipe, batch in (("eager", batches[0]), ("tuned", batches[1])):
             r = train_speed(make, size, cond_dim, batch, steps, device, tuned=recipe == "tuned")
@@ -300,17 +357,11 @@ def main() -> None:
         e, t = results[f"train_{name}_eager"], results[f"train_{name}_tuned"]
         results[f"speedup_{name}"] = t["tiles_per_s"] / e["tiles_per_s"]
         print(f"  speed-up {name}: {results[f'speedup_{name}']:.2f}×", flush=True)
-    # The default recipe (25 + 25 DPM-Solver++ steps, guidance 2 in both stages), then the super-resolution
-    # stage with 10 steps, with guidance and without (the base image already carries much of the
-    # expression), then those two with the lighter super-resolution network. Recipes that share the
-    # super-resolution stage's batch shape (guided: twice the batch) follow each other: fewer recompilations.
-    fast = (25, 10, 2.0, 1.0)
     if args.quick:
         runs = [(small, [(2, 2, 2.0, 2.0), (2, 1, 2.0, 1.0)]), ({**small, "channels": [16, 32]}, [(2, 1, 2.0, 1.0)])]
         geometry = (32, 16, 8, 4)
     else:
-        runs = [(None, [(25, 25, 2.0, 2.0), (25, 10, 2.0, 2.0), fast]), (SR_LIGHT, [(25, 10, 2.0, 2.0), fast])]
-        geometry = (256, 64, args.cascade_tiles, args.cascade_batch)
+        runs, geometry = full_runs, (256, 64, args.cascade_tiles, args.cascade_batch)
     results["cascade"] = []
     if args.part != "train":
         for r in cascade_speed(*geometry, runs, device, compile=not args.quick, base=small):

@@ -176,6 +176,39 @@ def bench_generate(args, batch: int, bf16: bool, device) -> dict:
     return _rate("generate", batch, bf16, reps * batch, dt)
 
 
+def flop_budget(args, batch: int = 4) -> dict:
+    """GFLOP a critic tile costs in the configuration of ``args`` (CPU, nothing timed), by FlopCounterMode.
+
+    The gradient penalty's double backward is something the counter cannot follow; it is estimated as
+    five critic forwards (the forward on x̂, the input gradient ≈ one, its backward ≈ three).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops() / batch / 1e9
+
+    g = DCGANGenerator(args.latent, args.size, args.width)
+    d = DCGANCritic(args.size, args.width, "layer")
+    z, real = torch.randn(batch, args.latent), torch.rand(batch, 3, args.size, args.size) * 2 - 1
+    with torch.no_grad():
+        fake = g(z)
+    parts = {
+        "generator forward": count(lambda: g(z).detach()),
+        "critic forward and backward, real and fake": count(lambda: (d(fake).mean() - d(real).mean()).backward()),
+        "gradient penalty (5 critic forwards, estimated)": 5 * count(lambda: d(real).detach()),
+        f"generator step / n_critic {args.n_critic}": count(lambda: (-d(g(z)).mean()).backward()) / args.n_critic,
+    }
+    total = sum(parts.values())
+    peak = 989.4e12  # H100 SXM dense bf16
+    return {
+        "gflop_per_critic_tile": parts,
+        "total_gflop": total,
+        "h100_peak_share": {rate: rate * total * 1e9 / peak for rate in (745, 1250)},
+    }
+
+
 def bench_host_noise(args, batch: int) -> dict:
     """The host's share of ``TileGAN.generate``: per-tile seeded noise (one generator per tile, so a
     tile does not depend on the batching), which caps end-to-end generation however fast the GPU is."""
@@ -226,7 +259,19 @@ def main() -> None:
     ap.add_argument("--gp-every", type=int, default=4, help="also time the lazy gradient penalty (1: skip)")
     ap.add_argument("--big-batch", type=int, default=256, help="also time this batch size (0: skip)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--flops", action="store_true", help="only the FLOPs a critic tile costs (CPU, seconds)")
     args = ap.parse_args()
+    if args.flops:
+        b = flop_budget(args)
+        for k, v in b["gflop_per_critic_tile"].items():
+            print(f"{k}: {v:.1f} GFLOP")
+        print(
+            f"a critic tile: {b['total_gflop']:.1f} GFLOP; of the H100's bf16 peak, 745 tiles/s is "
+            f"{100 * b['h100_peak_share'][745]:.1f} %, 1,250 tiles/s {100 * b['h100_peak_share'][1250]:.1f} %"
+        )
+        if args.json:
+            Path(args.json).write_text(json.dumps(b, indent=1))
+        return
     device = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()

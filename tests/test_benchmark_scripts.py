@@ -40,6 +40,21 @@ def test_gan_benchmark_runs(tmp_path):
     assert all(r["tiles_per_s"] > 0 for r in rows)
 
 
+def test_flop_budgets_add_up(tmp_path):
+    # the figures quoted in benchmarks/README ("The FLOP budget of the 50 tiles/s target", the GAN's 72 GFLOP)
+    d = _run("diffusion", "--part", "flops", tmp_path=tmp_path)["flop_budget"]
+    default, light = d[0], d[-1]
+    g = default["gflop_forward"]
+    assert default["recipe"] == [25, 25, 2.0, 2.0]
+    assert default["tflop_per_tile"] == pytest.approx(50 * (g["base"] + g["sr"]) / 1e3)
+    assert default["h100_tiles_per_s_at_peak"] < 50  # the default recipe cannot reach the target
+    assert light["recipe"] == [25, 10, 2.0, 1.0] and light["h100_tiles_per_s_at_peak"] > 50
+    assert light["gflop_forward"]["sr"] < g["sr"] / 2
+    b = _run("gan", "--flops", "--size", "64", "--width", "8", "--latent", "64", tmp_path=tmp_path)
+    assert b["total_gflop"] == pytest.approx(sum(b["gflop_per_critic_tile"].values()))
+    assert b["h100_peak_share"]["1250"] == pytest.approx(b["h100_peak_share"]["745"] * 1250 / 745)
+
+
 def test_diffusion_benchmark_runs(tmp_path):
     d = _run("diffusion", "--quick", tmp_path=tmp_path)
     for key in ("train_reference_eager", "train_reference_tuned", "train_base_eager", "train_base_tuned"):
