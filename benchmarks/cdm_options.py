@@ -2,17 +2,20 @@
 
 Trains the cascade of ``tests/test_diffusion.py`` (8 → 16 px, base 300 + super-resolution 250 steps)
 on the procedural toy set, then paints the held-out units (4 tiles each, the same seed) with each
-DPM-Solver++ recipe ``(steps, sr_steps, guidance_scale, sr_guidance_scale)`` of ``--recipes``, e.g.
-``25:10:2:1``. Reported: the Spearman ρ between the driving programs (density, hue) and what is
-measured on the generated tiles (nucleus fraction, hue), over units; and how far the distribution of
-three measured properties (nucleus fraction, nucleus count, mean nucleus area) is from the real
-held-out tiles' (1-D Wasserstein distance in units of the real property's standard deviation, mean of
-the three, per tile, as ``gan_options.py`` reports it). Real tiles' own ρ is the ceiling.
+recipe ``steps:sr_steps:guidance_scale:sr_guidance_scale[:sampler]`` of ``--recipes``, e.g.
+``25:10:2:1`` (DPM-Solver++) or ``25:25:2:2:dpm++sde``. Reported: the Spearman ρ between the
+driving programs (density, hue) and what is measured on the generated tiles (nucleus fraction,
+hue), over units; how far the distribution of three measured properties (nucleus fraction, nucleus
+count, mean nucleus area) is from the real held-out tiles' (1-D Wasserstein distance in units of
+the real property's standard deviation, mean of the three, per tile, as ``gan_options.py`` reports
+it); and the tiles' pixel roughness, the mean absolute difference between neighbouring pixels
+(0–255), against the real tiles'. Real tiles' own ρ is the ceiling.
 
 Usage::
 
     .venv/bin/python benchmarks/cdm_options.py --seed 0
     .venv/bin/python benchmarks/cdm_options.py --recipes 25:25:2:2 25:10:2:2 --seed 1
+    .venv/bin/python benchmarks/cdm_options.py --recipes 25:25:2:2 25:25:2:2:dpm++sde 25:25:2:2:ddim 250:250:2:2:ddpm
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ def main() -> None:
     recipes = []
     for r in args.recipes:
         parts = r.split(":")
-        if len(parts) != 4:
-            raise SystemExit(f"a recipe is steps:sr_steps:guidance:sr_guidance, got {r!r}")
-        recipes.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3])))
+        if len(parts) not in (4, 5):
+            raise SystemExit(f"a recipe is steps:sr_steps:guidance:sr_guidance[:sampler], got {r!r}")
+        sampler = parts[4] if len(parts) == 5 else "dpm++"
+        recipes.append((int(parts[0]), int(parts[1]), float(parts[2]), float(parts[3]), sampler))
     a = rp.datasets.toy(n=400, tile_size=16, tiles_per_obs=2, seed=args.seed)
     rp.pp.log1p(a)
     rp.pp.split(a, stratify="group", fractions=(0.8, 0.1, 0.1), seed=args.seed)
@@ -74,15 +78,18 @@ def main() -> None:
     real = rp.datasets.toy_tile_properties(test.obsm["tiles"].reshape(-1, 16, 16, 3))
     rd = spearmanr(test.obs["density"], real_units["nuclei_fraction"]).statistic
     rh = spearmanr(test.obs["hue"], real_units["hue"]).statistic
-    print(f"real tiles: ρ(density, nucleus fraction) {rd:.3f}, ρ(hue, hue) {rh:.3f}\n")
     print(
-        "| steps + SR steps | guidance / SR guidance | seconds | ρ(density, nucleus fraction) | ρ(hue, hue) "
-        "| distance to real (W / sd) |"
+        f"real tiles: ρ(density, nucleus fraction) {rd:.3f}, ρ(hue, hue) {rh:.3f}, "
+        f"roughness {roughness(test.obsm['tiles']):.1f}\n"
     )
-    print("|---|---|---|---|---|---|")
-    for steps, sr_steps, w, sr_w in recipes:
+    print(
+        "| sampler | steps + SR steps | guidance / SR guidance | seconds | ρ(density, nucleus fraction) "
+        "| ρ(hue, hue) | distance to real (W / sd) | roughness |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for steps, sr_steps, w, sr_w, sampler in recipes:
         t = time.perf_counter()
-        kw = {"steps": steps, "sr_steps": sr_steps, "guidance_scale": w, "sr_guidance_scale": sr_w}
+        kw = {"steps": steps, "sr_steps": sr_steps, "guidance_scale": w, "sr_guidance_scale": sr_w, "sampler": sampler}
         tiles = m.generate(test, n_per_obs=4, seed=1, progress_bar=False, **kw)
         dt = time.perf_counter() - t
         p = rp.datasets.toy_tile_properties(tiles)
@@ -90,7 +97,17 @@ def main() -> None:
         rh = spearmanr(test.obs["hue"], p["hue"]).statistic
         each = rp.datasets.toy_tile_properties(tiles.reshape(-1, 16, 16, 3))
         dist = np.mean([wasserstein_distance(real[c], each[c]) / real[c].std() for c in PROPERTIES])
-        print(f"| {steps} + {sr_steps} | {w:g} / {sr_w:g} | {dt:.1f} | {rd:.3f} | {rh:.3f} | {dist:.3f} |", flush=True)
+        print(
+            f"| {sampler} | {steps} + {sr_steps} | {w:g} / {sr_w:g} | {dt:.1f} | {rd:.3f} | {rh:.3f} | {dist:.3f} "
+            f"| {roughness(tiles):.1f} |",
+            flush=True,
+        )
+
+
+def roughness(tiles: np.ndarray) -> float:
+    """Mean absolute difference between horizontally and vertically adjacent pixels (0–255) of ``(..., H, W, 3)``."""
+    t = tiles.astype(np.float32)
+    return float((np.abs(np.diff(t, axis=-2)).mean() + np.abs(np.diff(t, axis=-3)).mean()) / 2)
 
 
 if __name__ == "__main__":

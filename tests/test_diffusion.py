@@ -115,14 +115,22 @@ def test_norm_groups_keep_four_channels_a_group_and_old_models_load_theirs(model
 def test_samplers_are_interchangeable(model, toy):
     test = _held_out(toy)
     real = test.obsm["tiles"][:, 0].reshape(-1, 3).mean(0)
-    for sampler, steps in (("ddpm", 25), ("ddim", 10), ("dpm++", 10)):
+    for sampler, steps in (("ddpm", 25), ("ddim", 10), ("dpm++", 10), ("dpm++sde", 10)):
         tiles = model.generate(test, sampler=sampler, guidance_scale=2.0, seed=2, **{**GEN, "steps": steps})
         assert tiles.shape == (test.n_obs, 2, 16, 16, 3) and tiles.dtype == np.uint8
         assert np.abs(tiles.reshape(-1, 3).mean(0) - real).max() < 20, sampler  # the stain, not noise
         assert _rho(tiles, test) >= 0.4, sampler
-    a = model.generate(test[:6], sampler="ddpm", seed=3, **GEN)
-    np.testing.assert_array_equal(a, model.generate(test[:6], sampler="ddpm", seed=3, **GEN))
-    assert np.abs(a.astype(int) - model.generate(test[:6], sampler="ddpm", seed=4, **GEN).astype(int)).mean() > 1
+    for sampler in ("ddpm", "dpm++sde"):  # the stochastic samplers: their step noise follows the seed
+        a = model.generate(test[:6], sampler=sampler, seed=3, **GEN)
+        np.testing.assert_array_equal(a, model.generate(test[:6], sampler=sampler, seed=3, **GEN))
+        other = model.generate(test[:6], sampler=sampler, seed=4, **GEN)
+        assert np.abs(a.astype(int) - other.astype(int)).mean() > 1, sampler
+    # Per-tile step noise: a tile does not change with the batch it is painted in (up to float rounding).
+    alone = model.generate(test[:1], sampler="dpm++sde", seed=3, **GEN)
+    assert np.abs(alone.astype(int) - a[:1].astype(int)).max() <= 2
+    # The SDE variant's step noise makes it differ from the deterministic solver from the same start.
+    ode = model.generate(test[:6], sampler="dpm++", seed=3, **GEN)
+    assert np.abs(a.astype(int) - ode.astype(int)).mean() > 1
 
 
 def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
@@ -283,7 +291,7 @@ def test_every_sampler_starts_from_pure_noise_and_sr_noise_level_is_checked():
 
     a, m = _tiny(tile_size=16, n=12)
     assert m.stages == ("base", "sr")
-    for sampler in ("ddpm", "ddim", "dpm++"):
+    for sampler in ("ddpm", "ddim", "dpm++", "dpm++sde"):
         for steps in (3, 25):
             sched = m.noise_scheduler(sampler)
             sched.set_timesteps(steps)
@@ -294,7 +302,7 @@ def test_every_sampler_starts_from_pure_noise_and_sr_noise_level_is_checked():
         m.ema[s].register_forward_pre_hook(lambda mod, args, s=s: seen[s].append(int(args[1][0]))) for s in m.stages
     ]
     try:
-        for sampler in ("ddpm", "ddim", "dpm++"):
+        for sampler in ("ddpm", "ddim", "dpm++", "dpm++sde"):
             for s in seen.values():
                 s.clear()
             m.generate(a[:1], n_per_obs=1, sampler=sampler, steps=3, progress_bar=False, device="cpu")

@@ -252,7 +252,7 @@ def generate(
     key: str | None = typer.Option(None, help="obsm key when --out is an .h5ad (default X_tiles)."),
     seed: int = typer.Option(0, help="Random seed (same seed and inputs: same tiles)."),
     batch_size: int = typer.Option(256, help="Generation batch."),
-    sampler: str | None = typer.Option(None, help="cdm: ddpm, ddim or dpm++."),
+    sampler: str | None = typer.Option(None, help="cdm: ddpm, ddim, dpm++ or dpm++sde."),
     steps: int | None = typer.Option(None, help="cdm: sampling steps."),
     guidance: float | None = typer.Option(None, help="cdm: classifier-free guidance scale."),
     overwrite: bool = typer.Option(False, help="Replace an existing output."),

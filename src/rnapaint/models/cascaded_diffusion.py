@@ -6,7 +6,7 @@ upsampled. Both are diffusers ``UNet2DConditionModel`` networks (:class:`rnapain
 that see the condition twice: as cross-attention tokens and as an offset of the timestep embedding.
 The condition is dropped (replaced by a learned null condition) for a fraction of the training
 samples so that sampling can use classifier-free guidance; sampling uses diffusers' DDPM, DDIM or
-DPM-Solver++ schedulers, chosen at generation time.
+DPM-Solver++ (ODE or SDE) schedulers, chosen at generation time.
 
 Nothing about groups (section, patient, tissue) is given to the model: one model serves every
 group, and the expression is its only input — RNA-CDM's multi-cancer claim.
@@ -31,7 +31,7 @@ from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
 
 STAGES = ("base", "sr")
-SAMPLERS = ("ddpm", "ddim", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "dpm++", "dpm++sde")
 # Every top-level option of a CascadedDiffusion config; load refuses others (stage options are checked
 # by the UNet's own signature).
 _OPTIONS = frozenset(
@@ -228,12 +228,14 @@ class CascadedDiffusion:
             return ddpm
         if sampler == "ddim":
             return DDIMScheduler.from_config(ddpm.config)
-        if sampler in ("dpm++", "dpmsolver++"):
+        if sampler in ("dpm++", "dpmsolver++", "dpm++sde"):
             # Dynamic thresholding keeps its data predictions in the pixel range (Imagen): without it the
             # first steps at the cosine schedule's end (signal ≈ 0) amplify errors into saturated noise.
+            # The SDE variant adds fresh noise each step. On the toy set (benchmarks/cdm_options.py) its
+            # tiles are smoother than the ODE solver's, but their nuclei are further from real ones.
             return DPMSolverMultistepScheduler.from_config(
                 ddpm.config,
-                algorithm_type="dpmsolver++",
+                algorithm_type="sde-dpmsolver++" if sampler == "dpm++sde" else "dpmsolver++",
                 timestep_spacing="trailing",
                 thresholding=True,
                 sample_max_value=1.0,
@@ -484,7 +486,9 @@ class CascadedDiffusion:
         batch_size
             Units × draws denoised at once.
         sampler
-            ``"ddpm"``, ``"ddim"`` (deterministic, η = 0) or ``"dpm++"`` (DPM-Solver++ 2M).
+            ``"ddpm"``, ``"ddim"`` (deterministic, η = 0), ``"dpm++"`` (DPM-Solver++ 2M, deterministic)
+            or ``"dpm++sde"`` (its stochastic variant, SDE-DPM-Solver++ 2M: fresh noise each step from
+            the tile's own generator, so still reproducible per seed).
         steps, sr_steps
             Denoising steps of the base and super-resolution stages (``sr_steps`` defaults to ``steps``).
         guidance_scale, sr_guidance_scale
@@ -630,7 +634,7 @@ class CascadedDiffusion:
             if guided:
                 c, u = pred.chunk(2)
                 pred = u + w * (c - u)
-            x = sched.step(pred, t, x, generator=gen).prev_sample  # DDPM: per-tile noise from the list
+            x = sched.step(pred, t, x, generator=gen).prev_sample  # DDPM, SDE: per-tile noise from the list
         return x.float()
 
     # ------------------------------------------------------------------ files

@@ -146,7 +146,7 @@ def generate(
         Return a copy instead of writing into ``adata``.
     **generate_kwargs
         Passed to the model's ``generate``: for the diffusion model ``sampler`` (``"ddpm"``,
-        ``"ddim"``, ``"dpm++"``), ``steps``, ``guidance_scale``, ``sr_steps``, ...
+        ``"ddim"``, ``"dpm++"``, ``"dpm++sde"``), ``steps``, ``guidance_scale``, ``sr_steps``, ...
 
     Returns
     -------
