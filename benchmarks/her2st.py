@@ -39,6 +39,11 @@ Several steps, because the GPU server has no scanpy and only small files come ba
     Per generator and run, the Spearman ρ over the C5 spots between its tiles' nuclei features and
     the spots' deconvolved cell shares: faithfulness that a global shift of the tiles cannot hide
     or fake, with no encoder to train (seconds; several runs, e.g. training seeds, in one table).
+    Tiles without cells whose amount of stain follows the expression score well here too: read it
+    beside KID and the grids.
+``stages`` (here, or wherever the saved model is)
+    A saved RNA-CDM's base images and final tiles for C5 spots against the real tiles at each
+    stage's resolution (grid + pixel roughness): which stage is behind unrealistic tiles.
 ``checkerboard`` (here)
     The checkerboard artifacts of strided upsampling (``rp.metrics.checkerboard``, dB) of real and
     generated C5 tiles, for one or several runs (e.g. ``--upsample transpose`` against ``resize``).
@@ -52,6 +57,7 @@ Usage::
     python benchmarks/her2st.py fidelity --dir .gpu_data --runs DIR_WITH_TRAIN_OUTPUTS --seeds 0 1 2
     python benchmarks/her2st.py checkerboard --runs DIR_WITH_TRAIN_OUTPUTS [ANOTHER_RUN ...]
     python benchmarks/her2st.py composition --runs DIR_WITH_TRAIN_OUTPUTS [ANOTHER_RUN ...]
+    python benchmarks/her2st.py stages --model DIR_GIVEN_TO_SAVE_MODEL --out benchmarks/out/cdm_stages
 """
 
 from __future__ import annotations
@@ -896,6 +902,71 @@ def checkerboard(args) -> None:
         tmp.replace(args.json)
 
 
+def stages(args) -> None:
+    """Which stage of a saved RNA-CDM paints the noise: base images and final tiles against real ones.
+
+    Paints ``--n`` C5 spots (one tile each) with the base stage's images returned, and compares each
+    stage with the real tiles at its own resolution: the base images with the real tiles box-downsampled
+    to the base size (as the base stage learnt them), the final tiles with the real ones. Roughness is the
+    mean absolute difference between neighbouring pixels (0–255). Writes ``stages.png`` (rows: real,
+    real at base size, base images, final tiles; the small ones enlarged) and ``stages.json``.
+    """
+    import torch
+    from cdm_options import roughness
+    from PIL import Image
+
+    model = rp.models.CascadedDiffusion.load(args.model)
+    adata, tiles, has = _pairs(args.pairs)
+    c5 = np.flatnonzero((adata.obs["section"].to_numpy() == "C5") & has)
+    keep = np.random.default_rng(0).choice(c5, size=min(args.n, len(c5)), replace=False)
+    real = tiles[keep, 0]
+    b, size = model.config["base_size"], model.config["image_size"]
+    if real.shape[1] != size:
+        raise SystemExit(f"the model paints {size}-px tiles, the pairs hold {real.shape[1]}-px ones")
+    t0 = time.perf_counter()
+    final, low = model.generate(
+        adata[keep], n_per_obs=1, seed=1, batch_size=args.gen_batch_size, return_low_res=True, progress_bar=False
+    )
+    seconds = time.perf_counter() - t0
+    final, low = final[:, 0], low[:, 0]
+    real_low = (
+        torch.nn.functional.interpolate(torch.from_numpy(real).permute(0, 3, 1, 2).float(), size=(b, b), mode="area")
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
+    record = {
+        "model": str(args.model),
+        "n_spots": len(keep),
+        "base_size": b,
+        "image_size": size,
+        "seconds": seconds,
+        "roughness": {
+            "real": roughness(real),
+            "real at base size": roughness(real_low),
+            "base images": roughness(low),
+            "final tiles": roughness(final),
+        },
+        "mean colour": {
+            "real": real.reshape(-1, 3).mean(0).tolist(),
+            "base images": low.reshape(-1, 3).mean(0).tolist(),
+            "final tiles": final.reshape(-1, 3).mean(0).tolist(),
+        },
+    }
+    print(json.dumps(record, indent=1), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def big(x: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(Image.fromarray(t).resize((size, size), Image.NEAREST)) for t in x])
+
+    k = min(8, len(keep))
+    _grid_png([real[:k], big(real_low[:k]), big(low[:k]), final[:k]], out / "stages.png")
+    _write_json(out / "stages.json", record)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -947,6 +1018,12 @@ def main() -> None:
     p.add_argument("--out-mib", type=float, default=None, help="write at most this many MiB to --out")
     p.add_argument("--gen-batch-size", type=int, default=256, help="tiles denoised at once (CPU: 8)")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("stages", help="RNA-CDM: base images and final tiles of a saved model against real ones")
+    p.add_argument("--model", required=True, help="the folder given to train --save-model")
+    p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
+    p.add_argument("--n", type=int, default=32, help="C5 spots painted (one tile each)")
+    p.add_argument("--gen-batch-size", type=int, default=8)
+    p.add_argument("--out", required=True)
     p = sub.add_parser("enrich")
     p.add_argument("--dir", default=".gpu_data")
     p.add_argument("--strength", type=float, default=1.0)
@@ -988,7 +1065,8 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = ap.parse_args()
     commands = {"prepare": prepare, "enrich": enrich, "train": train, "evaluate": evaluate, "fidelity": fidelity}
-    {**commands, "checkerboard": checkerboard, "composition": composition, "paint": paint}[args.cmd](args)
+    commands |= {"checkerboard": checkerboard, "composition": composition, "paint": paint, "stages": stages}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
