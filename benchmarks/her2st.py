@@ -467,7 +467,7 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
     limit_files = args.out_files - 1 if args.out_files else None
     limit_bytes = args.out_mib * 2**20 - 2**20 if args.out_mib else None
     written = {"files": 0, "bytes": 0}
-    # seconds per (tile × step × pass): a short probe, then each finished step's own rate
+    # seconds per tile × (base + SR steps × passes) / 2: a short probe, then each finished set's own rate
     t = time.perf_counter()
     model.generate(sub[:16], n_per_obs=1, seed=0, sampler="dpm++", steps=few or 5, guidance_scale=2.0, **gen)
     sync()
@@ -480,7 +480,12 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
             continue
         n = n or args.per_spot
         steps = few or steps
-        cost = rate * len(c5) * n * steps * passes(w)
+        if few and "sr_steps" in more:
+            more = {**more, "sr_steps": 1}
+        # The probe ran both stages alike: each stage's steps × passes is priced as half of it.
+        sr_work = more.get("sr_steps", steps) * passes(more.get("sr_guidance_scale", w))
+        work = len(c5) * n * (steps * passes(w) + sr_work) / 2
+        cost = rate * work
         if deadline and time.monotonic() + 1.2 * cost > deadline:
             print(f"{name}: left for `her2st.py paint` (about {cost:.0f} s; the deadline is near)", flush=True)
             timings[name] = {"skipped": "time", "estimated_s": cost}
@@ -502,13 +507,11 @@ def _paint_cdm(model, adata, tiles, section, out: Path, args, record: dict, reco
             units = sub.copy()
             units.obsm["X_vae"] = imm["X_vae_immune"][_positions(imm["obs_names"], names)]
         t = time.perf_counter()
-        if few and "sr_steps" in more:
-            more = {**more, "sr_steps": 1}
         kw = {"n_per_obs": n, "seed": seed, "sampler": sampler, "steps": steps, "guidance_scale": w, **more}
         r = model.generate(units, **kw, **gen)
         sync()
         seconds = time.perf_counter() - t
-        rate = seconds / (len(c5) * n * steps * passes(w))
+        rate = seconds / work
         timings[name] = {"seconds": seconds, "tiles": int(r.shape[0] * r.shape[1]), **kw}
         print(f"{name}: {timings[name]}", flush=True)
         if name == "main":
@@ -912,8 +915,8 @@ def stages(args) -> None:
     real at base size, base images, final tiles; the small ones enlarged) and ``stages.json``.
     """
     import torch
-    from cdm_options import roughness
     from PIL import Image
+    from roughness import roughness
 
     model = rp.models.CascadedDiffusion.load(args.model)
     adata, tiles, has = _pairs(args.pairs)
@@ -967,6 +970,14 @@ def stages(args) -> None:
     _write_json(out / "stages.json", record)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer ≥ 1 (checked before training, not after)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -1000,7 +1011,7 @@ def main() -> None:
         help="cdm only: paint only what ends this many minutes after the start (the GPU server's 10-minute limit)",
     )
     p.add_argument("--out-files", type=int, default=None, help="cdm only: write at most this many files to --out")
-    p.add_argument("--gen-batch-size", type=int, default=256, help="cdm only: tiles denoised at once (CPU: 8)")
+    p.add_argument("--gen-batch-size", type=_positive, default=256, help="cdm only: tiles denoised at once (CPU: 8)")
     p.add_argument("--out-mib", type=float, default=None, help="cdm only: write at most this many MiB to --out")
     p.add_argument("--gp-every", type=int, default=1, help="gan/rnagan: lazy gradient penalty every k critic steps")
     p.add_argument("--aux-weight", type=float, default=0.0, help="rnagan: TileGAN(aux_weight=), AC-GAN's loss")
@@ -1016,13 +1027,13 @@ def main() -> None:
     p.add_argument("--deadline-minutes", type=float, default=None)
     p.add_argument("--out-files", type=int, default=None, help="write at most this many files to --out")
     p.add_argument("--out-mib", type=float, default=None, help="write at most this many MiB to --out")
-    p.add_argument("--gen-batch-size", type=int, default=256, help="tiles denoised at once (CPU: 8)")
+    p.add_argument("--gen-batch-size", type=_positive, default=256, help="tiles denoised at once (CPU: 8)")
     p.add_argument("--out", required=True)
     p = sub.add_parser("stages", help="RNA-CDM: base images and final tiles of a saved model against real ones")
     p.add_argument("--model", required=True, help="the folder given to train --save-model")
     p.add_argument("--pairs", default=".gpu_data/her2st_pairs.npz")
     p.add_argument("--n", type=int, default=32, help="C5 spots painted (one tile each)")
-    p.add_argument("--gen-batch-size", type=int, default=8)
+    p.add_argument("--gen-batch-size", type=_positive, default=8)
     p.add_argument("--out", required=True)
     p = sub.add_parser("enrich")
     p.add_argument("--dir", default=".gpu_data")

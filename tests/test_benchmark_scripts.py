@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +99,18 @@ def test_pretrain_benchmark_runs(tmp_path, data_root):
     # Chance is each test fold's largest class share (as condition_fidelity defines it): LC25000's
     # stratified folds hold the three classes equally.
     assert len(d["fold_chance"]) == d["args"]["folds"] and abs(d["chance"] - 1 / 3) < 0.02
+
+
+def test_roughness_measures_neighbouring_pixel_differences():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from roughness import roughness
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    flat = np.full((2, 8, 8, 3), 120, np.uint8)
+    assert roughness(flat) == 0
+    checker = ((np.indices((8, 8)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, -1)
+    assert roughness(checker[None]) == 255
+    stripes = flat.copy()
+    stripes[:, :, ::2] = 0  # columns alternate 0 / 120: only the horizontal neighbours differ
+    assert roughness(stripes) == 60

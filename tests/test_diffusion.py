@@ -120,17 +120,19 @@ def test_samplers_are_interchangeable(model, toy):
         assert tiles.shape == (test.n_obs, 2, 16, 16, 3) and tiles.dtype == np.uint8
         assert np.abs(tiles.reshape(-1, 3).mean(0) - real).max() < 20, sampler  # the stain, not noise
         assert _rho(tiles, test) >= 0.4, sampler
+    painted = {}
     for sampler in ("ddpm", "dpm++sde"):  # the stochastic samplers: their step noise follows the seed
-        a = model.generate(test[:6], sampler=sampler, seed=3, **GEN)
+        painted[sampler] = a = model.generate(test[:6], sampler=sampler, seed=3, **GEN)
         np.testing.assert_array_equal(a, model.generate(test[:6], sampler=sampler, seed=3, **GEN))
         other = model.generate(test[:6], sampler=sampler, seed=4, **GEN)
         assert np.abs(a.astype(int) - other.astype(int)).mean() > 1, sampler
+    sde = painted["dpm++sde"]
     # Per-tile step noise: a tile does not change with the batch it is painted in (up to float rounding).
     alone = model.generate(test[:1], sampler="dpm++sde", seed=3, **GEN)
-    assert np.abs(alone.astype(int) - a[:1].astype(int)).max() <= 2
+    assert np.abs(alone.astype(int) - sde[:1].astype(int)).max() <= 2
     # The SDE variant's step noise makes it differ from the deterministic solver from the same start.
     ode = model.generate(test[:6], sampler="dpm++", seed=3, **GEN)
-    assert np.abs(a.astype(int) - ode.astype(int)).mean() > 1
+    assert np.abs(sde.astype(int) - ode.astype(int)).mean() > 1
 
 
 def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
@@ -199,6 +201,8 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
         model.generate(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match="sampler"):
         model.generate(test, sampler="euler")
+    with pytest.raises(ValueError, match="batch_size and n_per_obs must be ≥ 1"):
+        model.generate(test, batch_size=0)
     w = tmp_path / "cdm" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:-100])
     with pytest.raises(ValueError, match="truncated or corrupted"):

@@ -541,6 +541,8 @@ class CascadedDiffusion:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if steps < 1 or (sr_steps is not None and sr_steps < 1):
             raise ValueError("steps must be ≥ 1.")
+        if batch_size < 1 or n_per_obs < 1:
+            raise ValueError(f"batch_size and n_per_obs must be ≥ 1, got {batch_size} and {n_per_obs}.")
         if sink is not None and return_low_res:
             raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
         aug_levels = max(1, min(int(c["aug_max"]), int(c["num_train_timesteps"])))  # as in training: [0, aug_max)
