@@ -21,7 +21,7 @@
 #   benchmarks/gpu.sh cdm-paint OUT2  # run AT ONCE after it (the server goes cold 30 s after a command): the rest,
 #                                     # as much as one command returns; run it again (OUT3) until nothing is left
 #   benchmarks/gpu.sh diffusion OUT   # benchmarks/diffusion.py: base-stage training (eager against tuned)
-#   benchmarks/gpu.sh cascade OUT     # benchmarks/diffusion.py: the full cascade at 256 px, three recipes
+#   benchmarks/gpu.sh cascade OUT     # benchmarks/diffusion.py: the full cascade at 256 px, five settings
 set -euo pipefail
 what=$1
 out=${2:-benchmarks/out/gpu}
