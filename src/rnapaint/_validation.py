@@ -21,9 +21,23 @@ def check_nonempty(adata, what: str = "adata") -> None:
 def check_finite(x, what: str = "adata.X") -> None:
     """Raise if an array (dense or sparse) holds NaN or infinite values."""
     v = _values(x)
+    if v.dtype == bool:
+        raise ValueError(
+            f"{what} is boolean: rnapaint reads expression as numbers. If True/False mean 1/0, convert it "
+            "first (e.g. adata.X = adata.X.astype(np.float32))."
+        )
+    if np.issubdtype(v.dtype, np.complexfloating):
+        raise ValueError(f"{what} holds complex numbers ({v.dtype}): expression values must be real.")
     if not np.issubdtype(v.dtype, np.number):
         raise ValueError(f"{what} must be numeric, got dtype {v.dtype}.")
     if np.issubdtype(v.dtype, np.floating):
+        if v.dtype.itemsize > 4:  # the models see float32: a float64 1e39 becomes inf there
+            big = np.abs(v[np.isfinite(v)]) > np.finfo(np.float32).max
+            if big.any():
+                raise ValueError(
+                    f"{what} holds {int(big.sum())} values beyond float32's range (|x| > 3.4e38), which become "
+                    "infinite in the models; rescale or log-transform them."
+                )
         bad = ~np.isfinite(v)
         if bad.any():
             n_nan = int(np.isnan(v).sum())
@@ -31,6 +45,13 @@ def check_finite(x, what: str = "adata.X") -> None:
             raise ValueError(
                 f"{what} holds {n_nan} NaN and {n_inf} infinite values; impute or drop them before using rnapaint."
             )
+
+
+def check_count(value, name: str) -> int:
+    """``value`` as an int if it is a whole number ≥ 1 (not a bool, float or string), else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r} ({type(value).__name__}).")
+    return int(value)
 
 
 def check_nonnegative(x, what: str = "counts") -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,41 @@ import numpy as np
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
+
+
+# Sections of a config that record what happened (loss curves may hold NaN); the rest must be finite.
+_RECORDS = ("history", "train_info")
+_SAID_NO_CONFIG_SUM: set[str] = set()
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a config as JSON (sorted keys, without its own ``config_sha256``): gene names, statistics,
+    options — an edited or reordered entry changes it."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True)  # tuples → lists, as read back
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The first key path under ``where`` holding NaN or ±inf, or ``None``."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k!r}]")
+        if found:
+            return found
+    return None
+
+
+def check_folder_name(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a Path if it names a folder to write ``what`` into; ``""``, ``"."`` or ``".."`` raise."""
+    p = Path(path)
+    if str(path).strip() == "" or p.name in ("", ".", ".."):
+        raise ValueError(
+            f"{str(path)!r} names no folder to write {what} into: pass a new folder's path, e.g. 'out/name'."
+        )
+    return p
 
 
 def _sha256(path: Path) -> str:
@@ -69,7 +105,7 @@ def save_model_files(
     """
     from safetensors.numpy import save_file
 
-    path = Path(path)
+    path = check_folder_name(path, "a model")
     # A swap interrupted by a kill leaves the previous version at .<name>.old: put it back first, so
     # that overwrite=False still protects it.
     _recover(path)
@@ -82,6 +118,10 @@ def save_model_files(
         else:
             arr = np.asarray(v)
         arrays[k] = np.ascontiguousarray(arr)
+        if np.issubdtype(arrays[k].dtype, np.floating) and not np.isfinite(arrays[k]).all():
+            raise ValueError(
+                f"tensor {k!r} holds NaN or infinite values: the model diverged; it is not saved to {path}."
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer that was killed
         shutil.rmtree(stale, ignore_errors=True)
@@ -91,6 +131,7 @@ def save_model_files(
     try:
         save_file(arrays, str(tmp / WEIGHTS))
         cfg = dict(config, format_version=FORMAT_VERSION, weights_sha256=_sha256(tmp / WEIGHTS))
+        cfg["config_sha256"] = config_digest(cfg)
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=1))
         for name, write in (children or {}).items():
             write(tmp / name)
@@ -241,8 +282,36 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
             f"{wfile} does not match the checksum recorded when it was saved: the file is truncated "
             "or corrupted; copy it again."
         )
+    _check_config_integrity(cfile, config)
     try:
         tensors = load_file(str(wfile))
     except (SafetensorError, OSError) as e:  # pragma: no cover - checksum catches this first
         raise ValueError(f"{wfile} cannot be read as safetensors: {e}") from e
+    for name, t in tensors.items():
+        if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all():
+            raise ValueError(
+                f"{wfile}: tensor {name!r} holds NaN or infinite values: the model diverged before it was saved."
+            )
     return tensors, config
+
+
+def _check_config_integrity(cfile: Path, config: dict[str, Any]) -> None:
+    """Raise if ``config.json`` was changed after saving, or holds non-finite settings."""
+    recorded = config.get("config_sha256")
+    if recorded is None:
+        if str(cfile) not in _SAID_NO_CONFIG_SUM:  # saved before configs had a checksum
+            _SAID_NO_CONFIG_SUM.add(str(cfile))
+            warnings.warn(
+                f"{cfile} records no checksum of itself (saved by an older rnapaint): an edit to it would go "
+                "unnoticed. Save the model again to protect it.",
+                UserWarning,
+                stacklevel=3,
+            )
+    elif config_digest(config) != recorded:
+        raise ValueError(
+            f"{cfile} does not match the checksum recorded when it was saved: it was edited or corrupted "
+            "(gene names, statistics or settings would no longer fit the weights); copy the model again."
+        )
+    bad = _non_finite({k: v for k, v in config.items() if k not in _RECORDS}, "config")
+    if bad:
+        raise ValueError(f"{cfile}: {bad} is not a finite number: the config is damaged or the model diverged.")

@@ -12,8 +12,9 @@ should go.
 
 Blosc's decoder trusts the sizes in a frame's 16-byte header and never sees the buffer's length, so
 a truncated chunk file (a copy cut short, a full disk) can decode "successfully" into wrong pixels.
-Every chunk read here is checked first: the header's compressed size must be the file's length and
-its decoded size the tile's, otherwise the read raises ``ValueError`` (the store is damaged).
+Every chunk read here is checked first: its CRC32C where the array has zarr's ``crc32c`` codec (a
+flipped byte), then the header's compressed size must be the frame's length and its decoded size the
+tile's; otherwise the read raises ``ValueError`` (the store is damaged).
 
 zarr skips writing a chunk equal to the fill value, so a missing chunk file normally means "all
 black". Stores whose writer wrote every chunk (``TileStore`` marks its ``images`` array so) make a
@@ -69,13 +70,14 @@ class TileChunkReader:
         self._root: Path | None = None
         self._decompress = None
         self.direct = False
+        self.checksummed = False
         try:
             self._setup_direct()
         except Exception:  # an unknown layout or zarr version: fall back to zarr's own reads
             self.direct = False
 
     def _setup_direct(self) -> None:
-        from zarr.codecs import BloscCodec, BytesCodec
+        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
         from zarr.storage import LocalStore
 
         a, md = self.array, self.array.metadata
@@ -84,7 +86,10 @@ class TileChunkReader:
         if tuple(md.chunk_grid.chunk_shape) != (1, *self.shape) or np.dtype(a.dtype) != np.uint8:
             return
         codecs = tuple(md.codecs)
-        if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec):
+        self.checksummed = len(codecs) == 3 and isinstance(codecs[2], Crc32cCodec)
+        if len(codecs) != 2 + self.checksummed or not isinstance(codecs[0], BytesCodec):
+            return
+        if not isinstance(codecs[1], BloscCodec):
             return
         from numcodecs import blosc
 
@@ -127,6 +132,8 @@ class TileChunkReader:
                 )
             out.fill(int(self._fill))  # zarr does not write chunks that equal the fill value
             return
+        if self.checksummed:  # zarr's crc32c codec: the frame, then its CRC32C (4 bytes, little-endian)
+            raw = self._verified(raw, path)
         # Blosc decodes a frame cut short without complaint (it trusts the header): check the sizes.
         try:
             nbytes, cbytes = blosc_frame_sizes(raw)
@@ -147,6 +154,18 @@ class TileChunkReader:
                 f"Tile chunk {path} decodes to {len(buf)} bytes, expected {out.nbytes}: the store is damaged."
             )
         out[...] = np.frombuffer(buf, np.uint8).reshape(out.shape)
+
+    @staticmethod
+    def _verified(raw: bytes, path: str) -> bytes:
+        import google_crc32c
+
+        body = raw[:-4]
+        if len(raw) < 4 or google_crc32c.value(body).to_bytes(4, "little") != raw[-4:]:
+            raise ValueError(
+                f"Tile chunk {path} does not match its checksum: the file is truncated or corrupted, the store "
+                "is damaged."
+            )
+        return body
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """Tiles at ``rows`` ``(k,)`` non-negative ints → ``(k, H, W, 3)`` uint8, in the order given."""

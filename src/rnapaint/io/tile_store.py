@@ -15,7 +15,6 @@ Layout of ``<path>/`` (a zarr v3 group):
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._logging import logger
 from .tile_chunks import TileChunkReader
 from .writer_lock import LOCK_FILE, WriterLock, check_no_writer
 
@@ -78,6 +78,22 @@ def _existing_kind(path: Path) -> str:
         if any(p.is_file() and p.name != "zarr.json" for p in (path / name).rglob("*")):
             return "other"
     return "unfinished"
+
+
+_SAID_UNCHECKSUMMED: set[str] = set()
+
+
+def _say_once_if_unchecksummed(path: Path, images: Any) -> None:
+    """Warn once per store that its chunks carry no checksum (a store written before they existed)."""
+    from zarr.codecs import Crc32cCodec
+
+    if any(isinstance(c, Crc32cCodec) for c in images.metadata.codecs) or str(path) in _SAID_UNCHECKSUMMED:
+        return
+    _SAID_UNCHECKSUMMED.add(str(path))
+    logger.warning(
+        f"{path} was written without chunk checksums: a corrupted chunk may read as wrong pixels. Create the "
+        "store again (rp.pp.tile_slides, rp.pp.spot_tiles) to protect it."
+    )
 
 
 def _origins(column: pd.Series, name: str) -> np.ndarray:
@@ -174,14 +190,29 @@ class TileStore:
         for name, a in arrays.items():
             if a.shape[0] < n:
                 raise self._damaged(f"its array {name!r} has {a.shape[0]} rows but {n} are committed")
+        self._check_column_chunks(arrays)
+        _say_once_if_unchecksummed(self.path, images)
         # A code past the names committed with it would read as another unit's tile, or crash later.
         for name, names in (("unit_code", self._units), ("slide_code", self._slides)) if check_codes else ():
-            codes = np.asarray(arrays[name][:n])
+            codes = self._column(name)
             if n and (codes.min() < 0 or codes.max() >= len(names)):
                 raise self._damaged(
                     f"its {name} array holds codes up to {int(codes.max())} but {COMMIT} names "
                     f"{len(names)} {name.split('_')[0]}s"
                 )
+
+    def _check_column_chunks(self, arrays: dict[str, Any]) -> None:
+        """Raise if a chunk file of a table column is missing: zarr would read it as zeros (all tiles unit 0)."""
+        for name in _COLUMNS:
+            a = arrays[name]
+            if not a.attrs.get(_EVERY_CHUNK):  # written before every chunk was stored: zeros may be absent
+                continue
+            folder = self.path / name
+            for c in range(-(-self._n // a.chunks[0])):
+                if not (folder / a.metadata.encode_chunk_key((c,))).is_file():
+                    raise self._damaged(
+                        f"chunk {c} of its {name!r} column is missing (a file was deleted or a copy is incomplete)"
+                    )
 
     def close(self) -> None:
         """Release the writer lock; the handle becomes read-only. Safe to call twice."""
@@ -220,7 +251,7 @@ class TileStore:
             neither empty nor an unfinished store.
         """
         import zarr
-        from zarr.codecs import BloscCodec
+        from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
         path = Path(path)
         # Checked before anything is written: zarr would fail on a float or str shape part-way.
@@ -253,11 +284,16 @@ class TileStore:
             chunks=(1, tile_size, tile_size, 3),
             shards=None,  # one file a tile: TileChunkReader reads it directly (zarr plans auto-sharding)
             dtype="uint8",
-            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"),
+            # A CRC32C of every chunk (zarr's own codec, so any zarr reader checks it too): a flipped
+            # byte is an error, not wrong pixels.
+            compressors=[BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle"), Crc32cCodec()],
         )
         images.attrs[_EVERY_CHUNK] = True
         for name, dtype in _COLUMNS.items():
-            g.create_array(name, shape=(0,), chunks=(65536,), dtype=dtype)
+            col = g.create_array(
+                name, shape=(0,), chunks=(65536,), dtype=dtype, compressors=[ZstdCodec(level=0), Crc32cCodec()]
+            )
+            col.attrs[_EVERY_CHUNK] = True
         g.attrs["rnapaint"] = {"format_version": FORMAT_VERSION, "tile_size": int(tile_size)}
         _write_json_atomic(
             path / COMMIT,
@@ -373,7 +409,7 @@ class TileStore:
         """Per-tile table (``unit``, ``slide``, ``x``, ``y``, ``mpp``) of the rows this handle sees: the committed
         ones, and for a writer also its rows not committed yet (as ``len``)."""
         n = self._n
-        cols = {k: self._group[k][:n] for k in _COLUMNS}
+        cols = {k: self._column(k) for k in _COLUMNS}
         return pd.DataFrame(
             {
                 "unit": pd.Categorical.from_codes(cols["unit_code"], categories=self._units)
@@ -402,12 +438,18 @@ class TileStore:
         """Row indices of one unit's tiles."""
         if unit not in self._unit_index:
             raise KeyError(f"unit {unit!r} has no tiles in {self.path}.")
-        codes = self._group["unit_code"][: self._n]
-        return np.flatnonzero(codes == self._unit_index[unit])
+        return np.flatnonzero(self._column("unit_code") == self._unit_index[unit])
 
     def unit_codes(self) -> np.ndarray:
         """``(n,)`` int32 unit code of every committed tile (index into :attr:`units`)."""
-        return np.asarray(self._group["unit_code"][: self._n])
+        return self._column("unit_code")
+
+    def _column(self, name: str) -> np.ndarray:
+        """The committed rows of one table column; a chunk that is lost or cannot be decoded is damage."""
+        try:
+            return np.asarray(self._group[name][: self._n])
+        except Exception as e:  # a codec's RuntimeError/ValueError (a cut or flipped chunk, a bad checksum)
+            raise self._damaged(f"its {name!r} column cannot be read ({type(e).__name__}: {e})") from e
 
     @property
     def done_slides(self) -> dict[str, int]:
@@ -475,7 +517,8 @@ class TileStore:
                 arr.resize((n1, ts, ts, 3))
             arr[n0:n1] = images
             for name, values in cols.items():
-                a = self._group[name]
+                # Every chunk is stored (zeros too), so that a lost chunk file is damage, not unit 0.
+                a = self._group[name].with_config({"write_empty_chunks": True})
                 if a.shape[0] < n1:
                     a.resize((n1,))
                 a[n0:n1] = values
@@ -530,7 +573,7 @@ def recover_replacement(path: str | os.PathLike) -> None:
             os.replace(old, path)
     if os.name != "posix":  # os.kill(pid, 0) only probes a process on POSIX
         return
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.partial-*"):
+    for tmp in path.parent.glob(".*.partial-*"):  # any store's, not only this path's: killed runs leave them
         pid = tmp.name.rsplit("-", 1)[1]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -37,3 +37,27 @@ def refuse_unknown_options(path: Any, cls_name: str, options: dict[str, Any], kn
             f"{path}: config.json gives {cls_name} options this rnapaint version does not know: {unknown}; "
             "it was written by another rnapaint version, or edited."
         )
+
+
+# Network sizes past these are refused before any memory is allocated (an edited or hostile config).
+_SIZE_WORDS = ("width", "channels", "hidden", "dim", "size", "units", "blocks", "heads")
+MAX_SIZE = 65_536
+
+
+def refuse_absurd_sizes(path: Any, cls_name: str, options: Any, where: str = "model") -> None:
+    """Raise a ValueError naming the first size-like option (``width``, ``channels``, ``hidden``…) over 65,536."""
+    items = options.items() if isinstance(options, dict) else ()
+    for key, value in items:
+        at = f"{where}[{key!r}]"
+        if isinstance(value, dict):
+            refuse_absurd_sizes(path, cls_name, value, at)
+            continue
+        if not any(w in str(key) for w in _SIZE_WORDS):
+            continue
+        values = value if isinstance(value, list) else [value]
+        big = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > MAX_SIZE]
+        if big:
+            raise ValueError(
+                f"{path}: config.json sets {cls_name} {at} = {value!r}, beyond what rnapaint builds (≤ {MAX_SIZE}): "
+                "an edited or damaged file."
+            )

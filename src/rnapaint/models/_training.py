@@ -145,6 +145,32 @@ def step_trainer(
     )
 
 
+class StopIfDiverged(pl.Callback):
+    """Stop training with an error naming the step as soon as the step's loss or any weight is NaN or infinite.
+
+    Put it first among the callbacks: it runs before a checkpoint callback of the same step, so the
+    last checkpoint written holds finite weights (and :func:`rnapaint.io.save_model_files` refuses
+    non-finite ones anyway). The error propagates out of ``train``, so the model is neither saved
+    nor registered as trained.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        bad_loss = isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all())
+        weights = [p.detach() for p in pl_module.parameters()]
+        bad_weights = bool(weights) and not bool(torch.stack([torch.isfinite(w).all() for w in weights]).all())
+        if bad_loss or bad_weights:
+            step = int(getattr(pl_module, "step", trainer.global_step))
+            raise FloatingPointError(
+                f"{self.what} training diverged at step {step}: its {'loss' if bad_loss else 'weights'} became NaN "
+                "or infinite. Nothing was saved or registered (a checkpoint keeps the last finite weights); lower "
+                "the learning rate or check the inputs."
+            )
+
+
 class StopAt(pl.Callback):
     """Stop when the plan's own step counter reaches ``max_steps`` (survives resumes)."""
 

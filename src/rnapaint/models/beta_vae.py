@@ -18,7 +18,7 @@ from .._logging import logger
 from .._validation import check_expression
 from ..io.model_files import load_model_files, save_model_files
 from ..nn.vae import VAE, vae_loss
-from ._config_errors import refuse_unknown_options, refuses_incomplete_config
+from ._config_errors import refuse_absurd_sizes, refuse_unknown_options, refuses_incomplete_config
 
 _VAR_PREFIX = "var."
 _MODULE_PREFIX = "module."
@@ -185,6 +185,7 @@ class BetaVAE:
         from ._training import (
             BestWeights,
             History,
+            StopIfDiverged,
             lightning_warnings_silenced,
             quiet_lightning,
             quiet_trainer,
@@ -224,7 +225,7 @@ class BetaVAE:
             total_steps=max_epochs * steps_per_epoch,
         )
         history, best = History(), BestWeights("val_loss")
-        callbacks: list[pl.Callback] = [history]
+        callbacks: list[pl.Callback] = [StopIfDiverged("BetaVAE"), history]
         if val_dl is not None:
             callbacks.append(best)
             if early_stopping_patience is not None:
@@ -408,10 +409,18 @@ class BetaVAE:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
         var = pd.DataFrame(index=pd.Index(config["var_names"]))
         for col in config.get("var_columns", []):
-            var[col] = tensors[_VAR_PREFIX + col]
-        shell = ad.AnnData(X=np.zeros((1, len(var)), np.float32), var=var)
+            values = tensors.get(_VAR_PREFIX + col)
+            if values is None or values.shape != (len(var),):
+                got = "missing" if values is None else f"of shape {values.shape}"
+                raise ValueError(
+                    f"{path}: the gene statistic {col!r} is {got}, but the model has {len(var)} genes: the folder "
+                    "is damaged or was assembled from two models."
+                )
+            var[col] = values
         mc = config["model"]
         refuse_unknown_options(path, cls.__name__, mc, _OPTIONS)
+        refuse_absurd_sizes(path, cls.__name__, mc)
+        shell = ad.AnnData(X=np.zeros((1, len(var)), np.float32), var=var)
         model = cls(
             shell,
             hidden=mc["hidden"],

@@ -25,7 +25,7 @@ import torch
 
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
-from ._config_errors import refuse_unknown_options, refuses_incomplete_config
+from ._config_errors import refuse_absurd_sizes, refuse_unknown_options, refuses_incomplete_config
 from ._latent_condition import latent_condition
 from ._seeding import randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
@@ -325,6 +325,7 @@ class CascadedDiffusion:
         from ._training import (
             History,
             StopAt,
+            StopIfDiverged,
             lightning_warnings_silenced,
             quiet_lightning,
             step_trainer,
@@ -389,7 +390,11 @@ class CascadedDiffusion:
                 seed=seed + STAGES.index(stage),
             )
             history = History()
-            callbacks: list[pl.Callback] = [history, StopAt(steps)]
+            callbacks: list[pl.Callback] = [
+                StopIfDiverged(f"CascadedDiffusion ({stage} stage)"),
+                history,
+                StopAt(steps),
+            ]
             if ckpt is not None:
                 callbacks.append(DiffusionCheckpoint(ckpt, checkpoint_every))
             loader = tile_loader(
@@ -541,8 +546,9 @@ class CascadedDiffusion:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
         if steps < 1 or (sr_steps is not None and sr_steps < 1):
             raise ValueError("steps must be ≥ 1.")
-        if batch_size < 1 or n_per_obs < 1:
-            raise ValueError(f"batch_size and n_per_obs must be ≥ 1, got {batch_size} and {n_per_obs}.")
+        from .._validation import check_count
+
+        n_per_obs, batch_size = check_count(n_per_obs, "n_per_obs"), check_count(batch_size, "batch_size")
         if sink is not None and return_low_res:
             raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
         aug_levels = max(1, min(int(c["aug_max"]), int(c["num_train_timesteps"])))  # as in training: [0, aug_max)
@@ -673,6 +679,7 @@ class CascadedDiffusion:
         if config.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
         refuse_unknown_options(path, cls.__name__, config["model"], _OPTIONS)
+        refuse_absurd_sizes(path, cls.__name__, config["model"])
         if not config["model"].get("head_dim_is_head_size"):
             raise ValueError(
                 f"{path} was saved by an rnapaint (before 2026-11-24) whose diffusion UNet took head_dim as the "

@@ -6,11 +6,11 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..io.model_files import check_folder_name
 from ..io.tile_store import TileStore, check_replaceable, move_into_place, staging_path
 from ..io.writer_lock import StoreBusyError
 
@@ -56,7 +56,7 @@ class GeneratedTileWriter:
         source: str = "generated",
         overwrite: bool = False,
     ):
-        self.path = Path(store)
+        self.path = check_folder_name(store, "generated tiles")
         check_replaceable(self.path, overwrite)  # also finishes a replacement that was killed
         self.overwrite = overwrite
         self.tmp = staging_path(self.path)

@@ -22,7 +22,7 @@ import torch
 from .._logging import logger
 from ..io.model_files import check_model_destination, load_model_files, save_model_files
 from ..nn.dcgan import DCGANCritic, DCGANGenerator
-from ._config_errors import refuse_unknown_options, refuses_incomplete_config
+from ._config_errors import refuse_absurd_sizes, refuse_unknown_options, refuses_incomplete_config
 from ._latent_condition import latent_condition
 from ._seeding import rand_per_tile, randn_per_tile, tile_generators, unit_keys
 from .generated_store import Sink
@@ -298,6 +298,7 @@ class TileGAN:
         from ._training import (
             History,
             StopAt,
+            StopIfDiverged,
             ddp_with_unused_parameters,
             lightning_warnings_silenced,
             quiet_lightning,
@@ -347,7 +348,7 @@ class TileGAN:
             seed=seed,
         )
         history = History()
-        callbacks: list[pl.Callback] = [history, StopAt(max_steps)]
+        callbacks: list[pl.Callback] = [StopIfDiverged("TileGAN"), history, StopAt(max_steps)]
         if ckpt is not None:
             callbacks.append(SafetensorsCheckpoint(self, ckpt, checkpoint_every))
         import time
@@ -460,6 +461,9 @@ class TileGAN:
         cond = np.asarray(adata, np.float32) if isinstance(adata, np.ndarray) else self._conditions(adata)
         if not np.isfinite(cond).all():
             raise ValueError("The conditions hold NaN or infinite values.")
+        from .._validation import check_count
+
+        n_per_obs, batch_size = check_count(n_per_obs, "n_per_obs"), check_count(batch_size, "batch_size")
         c = self.config
         if c["condition"] is not None and (cond.ndim != 2 or cond.shape[1] != c["condition_dim"]):
             raise ValueError(f"conditions must have shape (n, {c['condition_dim']}), got {cond.shape}.")
@@ -536,6 +540,7 @@ class TileGAN:
         if config.get("class") != cls.__name__:
             raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__}.")
         refuse_unknown_options(path, cls.__name__, config["model"], _OPTIONS)
+        refuse_absurd_sizes(path, cls.__name__, config["model"])
         self = cls.__new__(cls)
         self.config = config["model"]
         self.vae = BetaVAE.load(Path(path) / "vae") if config.get("has_vae") else None

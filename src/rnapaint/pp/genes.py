@@ -49,6 +49,10 @@ def align_genes(
     marking the zero-filled genes, and the overlap recorded in ``uns['rnapaint']['align_genes']``.
     """
     check_nonempty(adata)
+    if adata.X is None:
+        raise ValueError(
+            "adata has no X: align_genes reorders the expression in X (and its layers); set adata.X first."
+        )
     genes = pd.Index([str(g) for g in genes])
     if len(genes) == 0:
         raise ValueError("The gene panel is empty.")

@@ -169,6 +169,13 @@ def zscore(
         fit = _dense(x[rows]).astype(np.float64)
         mean, std = fit.mean(0), fit.std(0)
         n_fit = int(rows.sum())
+        if n_fit == 1:
+            warnings.warn(
+                "z-scores fitted on a single sample: every value becomes 0 (its own mean, no spread). Fit them on "
+                "a cohort, or pass reference= a fitted AnnData or model.",
+                UserWarning,
+                stacklevel=2,
+            )
     constant = ~(std > 1e-8)
     std = np.where(constant, 1.0, std)  # constant genes: centred to 0, not divided by 0
     z = ((_dense(adata.X).astype(np.float64) - mean) / std).astype(np.float32)

@@ -94,10 +94,14 @@ def background_thresholds(thumbnail: np.ndarray) -> tuple[float, float]:
     return float(np.clip(t, 160.0, 235.0)), 0.1
 
 
+def glass_mask(rgb: np.ndarray, grey_threshold: float, sat_threshold: float = 0.1) -> np.ndarray:
+    """Glass pixels — bright and unsaturated — of RGB images ``(..., 3)`` → bool ``(...)``."""
+    return (_gray(rgb) >= grey_threshold) & (_saturation(rgb) <= sat_threshold)
+
+
 def background_fraction(tiles: np.ndarray, grey_threshold: float, sat_threshold: float = 0.1) -> np.ndarray:
     """Fraction of glass pixels — bright and unsaturated — per tile ``(..., H, W, 3)`` → ``(...)``."""
-    bg = (_gray(tiles) >= grey_threshold) & (_saturation(tiles) <= sat_threshold)
-    return bg.mean(axis=(-1, -2))
+    return glass_mask(tiles, grey_threshold, sat_threshold).mean(axis=(-1, -2))
 
 
 def contrast(tiles: np.ndarray) -> np.ndarray:
@@ -330,6 +334,12 @@ def tile_slides(
     if not adata.obs_names.is_unique:
         dup_units = adata.obs_names[adata.obs_names.duplicated()]
         raise ValueError(f"obs names are the tiles' units and must be unique (e.g. {dup_units[0]!r} repeats).")
+    no_slide = adata.obs[slide_key].isna().to_numpy()
+    if no_slide.any():
+        raise ValueError(
+            f"{int(no_slide.sum())} observations have no slide path in obs[{slide_key!r}] (NaN; e.g. "
+            f"{adata.obs_names[no_slide][0]!r}): tile only those with a slide, adata[adata.obs[{slide_key!r}].notna()]."
+        )
     paths = adata.obs[slide_key].astype(str)
     # One slide under two spellings (relative/absolute, a symlink) is still one slide.
     keys = pd.Series([os.path.realpath(p) for p in paths], index=paths.index)
