@@ -4,7 +4,18 @@ from .beta_vae import BetaVAE
 from .cascaded_diffusion import CascadedDiffusion
 from .generated_store import GeneratedTileWriter
 from .loading import load_model
+from .pretrained import pretrained
+from .tile_autoencoder import TileAutoencoder
 from .tile_encoder import TileEncoder
 from .tile_gan import TileGAN
 
-__all__ = ["BetaVAE", "CascadedDiffusion", "GeneratedTileWriter", "TileEncoder", "TileGAN", "load_model"]
+__all__ = [
+    "BetaVAE",
+    "CascadedDiffusion",
+    "GeneratedTileWriter",
+    "TileAutoencoder",
+    "TileEncoder",
+    "TileGAN",
+    "load_model",
+    "pretrained",
+]

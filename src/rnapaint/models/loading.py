@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-_CLASSES = ("BetaVAE", "TileGAN", "CascadedDiffusion", "TileEncoder")
+_CLASSES = ("BetaVAE", "TileGAN", "CascadedDiffusion", "TileEncoder", "TileAutoencoder")
 
 
 def load_model(path: str | os.PathLike) -> Any:
@@ -19,7 +19,8 @@ def load_model(path: str | os.PathLike) -> Any:
 
     Returns
     -------
-    A :class:`BetaVAE`, :class:`TileGAN`, :class:`CascadedDiffusion` or :class:`TileEncoder`.
+    A :class:`BetaVAE`, :class:`TileGAN`, :class:`CascadedDiffusion`, :class:`TileEncoder` or
+    :class:`TileAutoencoder`.
 
     Raises
     ------
@@ -29,7 +30,7 @@ def load_model(path: str | os.PathLike) -> Any:
         (see :func:`rnapaint.io.save_model_files`) is finished first.
     """
     from ..io.model_files import read_config, recover_model_dir
-    from . import BetaVAE, CascadedDiffusion, TileEncoder, TileGAN
+    from . import BetaVAE, CascadedDiffusion, TileAutoencoder, TileEncoder, TileGAN
 
     recover_model_dir(path)  # finish a replacement a kill interrupted, as each class's load does
     cfg = Path(path) / "config.json"
@@ -41,6 +42,7 @@ def load_model(path: str | os.PathLike) -> Any:
         "TileGAN": TileGAN,
         "CascadedDiffusion": CascadedDiffusion,
         "TileEncoder": TileEncoder,
+        "TileAutoencoder": TileAutoencoder,
     }
     if kind not in classes:
         raise ValueError(f"{path} holds a {kind!r} model; rnapaint loads {', '.join(_CLASSES)}.")

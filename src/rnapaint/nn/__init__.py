@@ -3,7 +3,9 @@
 from .dcgan import DCGANCritic, DCGANGenerator, gradient_penalty, init_dcgan_weights
 from .diffusion_unet import ConditionalUNet, ConditionEncoder
 from .inception import FIDInceptionV3
+from .patch_discriminator import PatchDiscriminator
 from .resnet import BasicBlock, ResNetEncoder
+from .ssim import ssim
 from .vae import VAE, MLPDecoder, MLPEncoder, vae_loss
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "FIDInceptionV3",
     "MLPDecoder",
     "MLPEncoder",
+    "PatchDiscriminator",
     "ResNetEncoder",
     "gradient_penalty",
     "init_dcgan_weights",
+    "ssim",
     "vae_loss",
 ]

@@ -3,9 +3,12 @@
 from .evaluate import evaluate
 from .generator import generate, train_generator
 from .latent import reconstruct, shift, synthetic_expression
+from .latents_cache import cached_latents, encode_tiles
 from .vae import get_model, vae
 
 __all__ = [
+    "cached_latents",
+    "encode_tiles",
     "evaluate",
     "generate",
     "get_model",
