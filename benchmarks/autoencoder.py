@@ -192,7 +192,7 @@ def _nuclei_scores(real_frame, recon_frame) -> dict:
 
 
 def evaluate(args) -> None:
-    from rnapaint.metrics import NucleiFeatures, kid
+    from rnapaint.metrics import NucleiFeatures, kid, tile_features
 
     data = _data(args)
     real, mpp = _spot_patches(data, ["C5"])
@@ -211,7 +211,8 @@ def evaluate(args) -> None:
     ref = nf.from_frame(frames["real C2–C4"])
     mu, sd = ref.mean(0), ref.std(0) + 1e-6
     z = lambda f: (nf.from_frame(f) - mu) / sd  # noqa: E731
-    inception = {"real C2–C4": kid(real, train_real, feature="inception", n_boot=args.n_boot)}
+    inc = {"real": tile_features(real), "real C2–C4": tile_features(train_real)}  # computed once each
+    inception = {"real C2–C4": kid(inc["real"], inc["real C2–C4"], n_boot=args.n_boot)}
     nuclei = {"real C2–C4": kid(z(frames["real"]), z(frames["real C2–C4"]), n_boot=args.n_boot)}
     report = {
         "n_tiles": len(real),
@@ -222,7 +223,7 @@ def evaluate(args) -> None:
     for name, tiles in sets.items():
         frames[name] = nf.frame(tiles)
         row = _pixel_scores(real, tiles)
-        row["kid_inception"] = _score(kid(real, tiles, feature="inception", n_boot=args.n_boot))
+        row["kid_inception"] = _score(kid(inc["real"], tile_features(tiles), n_boot=args.n_boot))
         row["kid_nuclei"] = _score(kid(z(frames["real"]), z(frames[name]), n_boot=args.n_boot))
         row.update(_nuclei_scores(frames["real"], frames[name]))
         report[name] = row

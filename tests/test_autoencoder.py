@@ -88,6 +88,8 @@ def test_crops_from_a_tile_store_and_a_slide(tmp_path, data_root):
     store.close()
     crops = rp.data.TileCrops(tmp_path / "t.zarr", size=16, mpp=1.0)
     assert len(crops.sources) == 4 and crops[0].shape == (16, 16, 3)
+    assert type(crops.sources[0]).__name__ == "StoreTileSource"  # read crop by crop, never held whole
+    assert crops.locate(0)[3] == pytest.approx(32)  # 16 px at 1.0 µm/px = 32 of the store's 0.5 µm/px pixels
     wsi = rp.data.TileCrops(data_root / "wsi" / "CMU-1-Small-Region.svs", size=32, mpp=2.0)
     assert type(wsi.sources[0]).__name__ == "SlideSource"
     x = wsi.take(4)
@@ -134,6 +136,18 @@ def test_autoencoder_trains_with_the_adversarial_term(trained_ae):
     assert z.shape == (3, 4, 16, 16) and z.dtype == np.float32 and 0.2 < z.std() < 5
     out = trained_ae.decode(z)
     assert out.shape == (3, 32, 32, 3) and out.dtype == np.uint8
+
+
+def test_autoencoder_refuses_settings_that_cannot_train(trained_ae):
+    img = tissue_image()
+    ae = rp.models.TileAutoencoder(**TINY)
+    with pytest.raises(ValueError, match="too small for a 3-layer discriminator"):
+        ae.train(rp.data.TileCrops(img, size=16, mpp=1.0, source_mpp=1.0), max_steps=2, progress_bar=False)
+    with pytest.raises(ValueError, match="holds no batch"):
+        ae.train(rp.data.TileCrops(img, size=32, mpp=1.0, source_mpp=1.0, n_crops=3), batch_size=4, max_steps=2)
+    tiles = np.stack([tissue_image(32, 32, seed=s, glass_cols=0) for s in range(2)])
+    a, b = trained_ae.reconstruct(tiles, sample=True, seed=1), trained_ae.reconstruct(tiles, sample=True, seed=2)
+    assert a.shape == (2, 32, 32, 3) and not np.array_equal(a, b)  # posterior samples differ by seed
 
 
 def test_autoencoder_resizes_to_its_native_size_and_resolution(trained_ae):

@@ -114,3 +114,23 @@ def test_roughness_measures_neighbouring_pixel_differences():
     stripes = flat.copy()
     stripes[:, :, ::2] = 0  # columns alternate 0 / 120: only the horizontal neighbours differ
     assert roughness(stripes) == 60
+
+
+def test_autoencoder_benchmark_runs(tmp_path, data_root):
+    env = {**__import__("os").environ, "RNAPAINT_DATA": str(data_root)}
+    script = str(REPO / "benchmarks" / "autoencoder.py")
+    model = tmp_path / "ae"
+    for args in (
+        ["train", "--steps", "2", "--sections", "C5", "--channels", "8", "16", "16", "--out", str(model)],
+        ["evaluate", "--models", str(model), "--n", "6", "--n-boot", "5", "--out", str(tmp_path / "eval")],
+    ):
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["n_tiles"] == 6 and report["stored_values"] == 4 * 32 * 32
+    for name in ("bicubic", "ae"):  # each scored by every measure the benchmarks/README table gives
+        assert {"psnr", "ssim", "kid_inception", "kid_nuclei", "rho_density", "rho_hematoxylin_fraction"} <= set(
+            report[name]
+        )
+    assert json.loads((tmp_path / "ae.train.json").read_text())["steps"] == 2
+    assert (tmp_path / "eval" / "grid.png").stat().st_size > 10_000

@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .._logging import logger
-from ..pp.tiling import background_fraction, background_thresholds, contrast
-from .image_sources import ImageSource, image_sources, tissue_corners
+from ..pp.tiling import background_fraction, contrast
+from .image_sources import ImageSource, glass_thresholds, image_sources, tissue_corners
 
 _TRIES = 16  # crops drawn before one passes the glass test
 
@@ -84,7 +84,7 @@ class TileCrops(Dataset):
             raise ValueError("no image to crop from.")
         self.sources: list[ImageSource] = [s.coarsened(self.mpp) if hasattr(s, "coarsened") else s for s in found]
         self._corners = [tissue_corners(s, self._side(s), max_background) for s in self.sources]
-        self._glass = [background_thresholds(s.thumbnail()[0]) for s in self.sources]
+        self._glass = [glass_thresholds(s.thumbnail()[0]) for s in self.sources]
         empty = [s.name for s, c in zip(self.sources, self._corners, strict=True) if len(c) == 0]
         if len(empty) == len(self.sources):
             raise ValueError(

@@ -152,6 +152,33 @@ class SlideSource(ImageSource):
         return self._open().thumbnail(_THUMB)
 
 
+class StoreTileSource(ArraySource):
+    """One tile of a TileStore, read when a crop is cut (the store is never held in memory whole)."""
+
+    def __init__(self, path: Path, row: int, mpp: float, tile_size: int):
+        self.path, self.row, self.name = Path(path), int(row), f"{path}[{row}]"
+        self.mpp, self.width, self.height = _check_mpp(mpp, self.name), int(tile_size), int(tile_size)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        store = _open_store(self.path)
+        return store[self.row]
+
+    def coarsened(self, mpp: float) -> StoreTileSource:
+        return self  # a tile is small: resampled crop by crop
+
+
+_STORES: dict[tuple[int, str], TileStore] = {}
+
+
+def _open_store(path: Path) -> TileStore:
+    """One read-only handle per process and store (handles do not survive a fork)."""
+    key = (os.getpid(), str(path))
+    if key not in _STORES:
+        _STORES[key] = TileStore.open(path)
+    return _STORES[key]
+
+
 def _plain_image(path: Path, mpp: float | None, target_mpp: float | None = None) -> ArraySource:
     """A JPEG/PNG/TIFF decoded once, straight at ``target_mpp`` where that is coarser (JPEG draft mode)."""
     from PIL import Image
@@ -256,7 +283,7 @@ def image_sources(obj: Any, mpp: float | None = None, target_mpp: float | None =
     if isinstance(obj, TileStore):
         table = obj.table
         m = table["mpp"].to_numpy(float) if mpp is None else np.full(len(table), float(mpp))
-        return _stack_sources(obj[np.arange(len(obj))], m, str(obj.path))
+        return [StoreTileSource(obj.path, i, m[i], obj.tile_size) for i in range(len(obj))]
     if hasattr(obj, "uns") and hasattr(obj, "obs"):
         return _spatial_sources(obj, mpp, target_mpp)
     arr = np.asarray(obj)
@@ -267,6 +294,14 @@ def image_sources(obj: Any, mpp: float | None = None, target_mpp: float | None =
     if arr.dtype != object and arr.ndim in (1, 2):
         raise ValueError(f"the image has shape {arr.shape}: an H&E image must be RGB (H, W, 3) or RGBA (H, W, 4).")
     raise TypeError(f"cannot crop from a {type(obj).__name__} of shape {getattr(arr, 'shape', '?')}.")
+
+
+def glass_thresholds(thumb: np.ndarray) -> tuple[float, float]:
+    """The tiler's glass thresholds for an image from its thumbnail (a fixed grey level for a single small tile)."""
+    grey, sat = background_thresholds(thumb)
+    if max(thumb.shape[:2]) < 64:  # a single tile: Otsu on it would split its own tissue in two
+        grey = 220.0
+    return grey, sat
 
 
 def tissue_corners(source: ImageSource, side: float, max_background: float) -> np.ndarray:
@@ -282,9 +317,7 @@ def tissue_corners(source: ImageSource, side: float, max_background: float) -> n
             f"{source.name} is {source.width} × {source.height} px at {source.mpp:.3g} µm/px, smaller than a "
             f"crop ({side:.0f} px there): lower the crop size or raise its µm/px."
         )
-    grey, sat = background_thresholds(thumb)
-    if max(thumb.shape[:2]) < 64:  # a single tile: Otsu on it would split its own tissue in two
-        grey = 220.0
+    grey, sat = glass_thresholds(thumb)
     glass = glass_mask(thumb, grey, sat).astype(np.float64)
     # Summed-area table: the glass fraction of every cell in one pass.
     sat_table = np.pad(glass.cumsum(0).cumsum(1), ((1, 0), (1, 0)))

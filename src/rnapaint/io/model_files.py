@@ -28,6 +28,11 @@ _RECORDS = ("history", "train_info")
 _SAID_NO_CONFIG_SUM: set[str] = set()
 
 
+def _is_weight(name: str, array: np.ndarray) -> bool:
+    """A float tensor the network computes with; gene statistics (``var.*``) may be NaN where a gene is absent."""
+    return np.issubdtype(array.dtype, np.floating) and not name.startswith("var.")
+
+
 def config_digest(config: dict[str, Any]) -> str:
     """SHA-256 of a config as JSON (sorted keys, without its own ``config_sha256``): gene names, statistics,
     options — an edited or reordered entry changes it."""
@@ -118,10 +123,13 @@ def save_model_files(
         else:
             arr = np.asarray(v)
         arrays[k] = np.ascontiguousarray(arr)
-        if np.issubdtype(arrays[k].dtype, np.floating) and not np.isfinite(arrays[k]).all():
+        if _is_weight(k, arrays[k]) and not np.isfinite(arrays[k]).all():
             raise ValueError(
                 f"tensor {k!r} holds NaN or infinite values: the model diverged; it is not saved to {path}."
             )
+    bad = _non_finite({k: v for k, v in config.items() if k not in _RECORDS}, "config")
+    if bad:
+        raise ValueError(f"{bad} is not a finite number: the model is not saved to {path}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer that was killed
         shutil.rmtree(stale, ignore_errors=True)
@@ -288,7 +296,7 @@ def load_model_files(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     except (SafetensorError, OSError) as e:  # pragma: no cover - checksum catches this first
         raise ValueError(f"{wfile} cannot be read as safetensors: {e}") from e
     for name, t in tensors.items():
-        if np.issubdtype(t.dtype, np.floating) and not np.isfinite(t).all():
+        if _is_weight(name, t) and not np.isfinite(t).all():
             raise ValueError(
                 f"{wfile}: tensor {name!r} holds NaN or infinite values: the model diverged before it was saved."
             )

@@ -111,13 +111,16 @@ def to_spatialdata(
         entry = adata.uns["spatial"][lib]
         sf = dict(entry.get("scalefactors", {}))
         rows = np.flatnonzero(spot_lib == lib)
-        if "hires" in entry.get("images", {}):
-            hires = np.asarray(entry["images"]["hires"])
-            if hires.dtype != np.uint8:
-                hires = (np.clip(hires, 0, 1) * 255).round().astype(np.uint8)
-            s = 1.0 / float(sf["tissue_hires_scalef"])
-            images[f"{lib}_image"] = Image2DModel.parse(
-                np.moveaxis(hires[..., :3], -1, 0),
+        # The H&E as {lib}_image; other images with a scale factor (a virtual H&E, its spread) as {lib}_{key}.
+        for key, img in (entry.get("images") or {}).items():
+            if key == "lowres" or f"tissue_{key}_scalef" not in sf:
+                continue
+            img = np.asarray(img)
+            if img.dtype != np.uint8:
+                img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+            s = 1.0 / float(sf[f"tissue_{key}_scalef"])
+            images[f"{lib}_image" if key == "hires" else f"{lib}_{key}"] = Image2DModel.parse(
+                np.moveaxis(img[..., :3], -1, 0),
                 dims=("c", "y", "x"),
                 c_coords=["r", "g", "b"],
                 transformations={str(lib): Scale([s, s], axes=("y", "x"))},
@@ -258,7 +261,18 @@ def from_spatialdata(sdata: Any, table_key: str = "table", spatial_key: str = "s
         xy[rows] = pts[pos, :2]
         lib_of[rows] = lib
         entry: dict[str, Any] = {"images": {}, "scalefactors": {}, "metadata": {}}
+        extra_sf = extras.get(lib, {}).get("scalefactors", {})
+        for name, img in sdata.images.items():  # images to_spatialdata wrote beside the H&E go back by name
+            key = name[len(f"{lib}_") :] if name.startswith(f"{lib}_") else None
+            tr = get_transformation(img, get_all=True)
+            if key and key != "image" and f"tissue_{key}_scalef" in extra_sf and lib in tr:
+                s = _pure_scale(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), name, lib)
+                entry["images"][key] = _image_array(img)
+                entry["scalefactors"][f"tissue_{key}_scalef"] = 1.0 / s
         for name, img in sdata.images.items():
+            key = name[len(f"{lib}_") :] if name.startswith(f"{lib}_") else None
+            if key in entry["images"]:
+                continue
             tr = get_transformation(img, get_all=True)
             if lib in tr:
                 s = _pure_scale(tr[lib].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), name, lib)

@@ -28,6 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # the CRC32C implementation zarr's crc32c codec uses (zarr ≥ 3.1.4: google-crc32c; before: crc32c)
+    from google_crc32c import value as _crc32c
+except ImportError:  # pragma: no cover - older zarr
+    from crc32c import crc32c as _crc32c
+
 _BLOSC_HEADER = struct.Struct("<BBBBIII")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
 
 
@@ -157,10 +162,8 @@ class TileChunkReader:
 
     @staticmethod
     def _verified(raw: bytes, path: str) -> bytes:
-        import google_crc32c
-
         body = raw[:-4]
-        if len(raw) < 4 or google_crc32c.value(body).to_bytes(4, "little") != raw[-4:]:
+        if len(raw) < 4 or _crc32c(body).to_bytes(4, "little") != raw[-4:]:
             raise ValueError(
                 f"Tile chunk {path} does not match its checksum: the file is truncated or corrupted, the store "
                 "is damaged."

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -549,9 +550,25 @@ class TileStore:
 
 
 def staging_path(path: str | os.PathLike) -> Path:
-    """The hidden sibling folder ``.<name>.partial-<pid>`` where this process builds a store for ``path``."""
+    """The hidden sibling folder ``.<name>.partial-<host>-<pid>`` where this process builds a store for ``path``.
+
+    The host is in the name because a pid tells whether a process is alive only on its own machine
+    (a folder on a shared file system may be another node's live staging store).
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+    return path.with_name(f".{path.name}.partial-{_HOST}-{os.getpid()}")
+
+
+_HOST = socket.gethostname().replace("-", "_") or "host"
+
+
+def _dead_local_writer(folder: Path) -> bool:
+    """Whether a ``.*.partial-[<host>-]<pid>`` folder was left by a process of this machine that is gone."""
+    tail = folder.name.rsplit(".partial-", 1)[-1]
+    host, _, pid = tail.rpartition("-")
+    if host not in ("", _HOST) or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return not _alive(int(pid))
 
 
 def _old_path(path: Path) -> Path:
@@ -574,8 +591,7 @@ def recover_replacement(path: str | os.PathLike) -> None:
     if os.name != "posix":  # os.kill(pid, 0) only probes a process on POSIX
         return
     for tmp in path.parent.glob(".*.partial-*"):  # any store's, not only this path's: killed runs leave them
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if tmp.is_dir() and _dead_local_writer(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

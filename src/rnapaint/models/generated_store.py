@@ -30,7 +30,7 @@ class GeneratedTileWriter:
     With ``overwrite=True`` the existing store is renamed to a hidden ``.<name>.old`` beside it, the
     new one is moved in, and only then is the old one deleted. A kill between the two renames
     leaves the old store in ``.<name>.old``: the next writer for that path (or commit) puts it back.
-    Partial folders left by killed processes (``.<name>.partial-<pid>`` of a pid no longer alive on
+    Partial folders left by killed processes (``.<name>.partial-<host>-<pid>`` of a pid no longer alive on
     this machine) are removed then too.
 
     Parameters

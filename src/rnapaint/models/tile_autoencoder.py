@@ -215,6 +215,9 @@ class TileAutoencoder:
     ) -> TileAutoencoder:
         """Train on random crops: L1 + SSIM + KL, and from ``disc_start`` a PatchGAN (latent diffusion's recipe).
 
+        Training starts from new random weights (seeded): it does not fine-tune weights loaded with
+        :meth:`load` or :meth:`from_pretrained`. A model without a native µm/px takes the crops'.
+
         Parameters
         ----------
         crops
@@ -259,7 +262,8 @@ class TileAutoencoder:
             torch_flags_restored,
         )
 
-        if not isinstance(crops, TileCrops):
+        given_crops = isinstance(crops, TileCrops)
+        if not given_crops:
             crops = TileCrops(
                 crops, size=int(np.asarray(crops).shape[-2]), mpp=self.mpp or 1.0, source_mpp=self.mpp or 1.0
             )
@@ -268,6 +272,20 @@ class TileAutoencoder:
                 raise ValueError(f"{name} must be ≥ 1, got {v!r}.")
         if crops.size < 16 or crops.size % self.down_factor:
             raise ValueError(f"crops must be a multiple of {self.down_factor} px and ≥ 16 px, got {crops.size}.")
+        if disc_weight and crops.size // 2**disc_layers < 3:  # the PatchGAN's last layers need 3 px
+            raise ValueError(
+                f"{crops.size}-px crops are too small for a {disc_layers}-layer discriminator: use crops of at "
+                f"least {3 * 2**disc_layers} px, fewer disc_layers, or disc_weight=0."
+            )
+        if len(crops) < batch_size:
+            raise ValueError(f"an epoch of {len(crops)} crops holds no batch of {batch_size}: raise n_crops.")
+        if self.mpp is None and given_crops:
+            self.mpp = crops.mpp  # the model now works at the resolution it learnt
+        elif self.mpp is not None and abs(crops.mpp / self.mpp - 1) > 0.01:
+            logger.warning(
+                f"TileAutoencoder: training on crops at {crops.mpp:.3g} µm/px, but the model's native resolution "
+                f"is {self.mpp:.3g} µm/px; encode(mpp=) will rescale tiles to {self.mpp:.3g}."
+            )
         options = {
             "lr": float(lr),
             "warmup_steps": int(warmup_steps),
@@ -373,8 +391,9 @@ class TileAutoencoder:
         tiles
             uint8 RGB ``(n, H, W, 3)`` or ``(n, k, H, W, 3)``.
         mpp
-            µm/px of ``tiles``: rescaled to the model's. Without it, tiles of another size than
-            ``tile_size`` are resized to it (same field of view assumed). Either is logged.
+            µm/px of ``tiles``: rescaled to the model's (when the model has one; a pretrained VAE
+            loaded without ``mpp`` encodes tiles as they come). Without it, tiles of another size
+            than ``tile_size`` are resized to it (same field of view assumed). Either is logged.
         sample
             Draw from the posterior instead of taking its mean.
         seed
@@ -441,8 +460,10 @@ class TileAutoencoder:
         return tiles.reshape(*lead, *tiles.shape[1:])
 
     def reconstruct(self, tiles: np.ndarray, mpp: float | None = None, **kwargs: Any) -> np.ndarray:
-        """``decode(encode(tiles, mpp))``: uint8 tiles at the native size (``kwargs`` go to both)."""
-        return self.decode(self.encode(tiles, mpp, **kwargs), **kwargs)
+        """``decode(encode(tiles, mpp))``: uint8 tiles at the native size (``sample``/``seed`` go to ``encode``,
+        the rest to both)."""
+        only_encode = {k: kwargs.pop(k) for k in ("sample", "seed") if k in kwargs}
+        return self.decode(self.encode(tiles, mpp, **only_encode, **kwargs), **kwargs)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -40,8 +40,12 @@ def ssim(
         )
     if min(x.shape[-2:]) < window:
         raise ValueError(f"ssim's {window}-px window does not fit {x.shape[-2]} × {x.shape[-1]} images.")
+    with torch.autocast(x.device.type, enabled=False):  # bf16 would cancel E[x²] − E[x]² to noise
+        return _ssim(x.float(), y.float(), data_range, window, sigma)
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, window: int, sigma: float) -> torch.Tensor:
     c = x.shape[1]
-    x, y = x.float(), y.float()
     g = _gaussian(window, sigma, x.device, x.dtype)
     kh, kw = g.view(1, 1, window, 1).repeat(c, 1, 1, 1), g.view(1, 1, 1, window).repeat(c, 1, 1, 1)
 

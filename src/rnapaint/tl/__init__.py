@@ -5,6 +5,7 @@ from .generator import generate, train_generator
 from .latent import reconstruct, shift, synthetic_expression
 from .latents_cache import cached_latents, encode_tiles
 from .vae import get_model, vae
+from .virtual_he import virtual_he
 
 __all__ = [
     "cached_latents",
@@ -17,4 +18,5 @@ __all__ = [
     "synthetic_expression",
     "train_generator",
     "vae",
+    "virtual_he",
 ]

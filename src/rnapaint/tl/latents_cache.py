@@ -123,17 +123,19 @@ def _encode_store(path: Path, ae: Any, mpp, batch_size: int, overwrite: bool, de
         if len(store) == 0:
             raise ValueError(f"{path} holds no tiles to encode.")
         mpps = store.table["mpp"].to_numpy(float) if mpp is None else np.full(len(store), float(mpp))
+        if ae.mpp and len(np.unique(mpps)) > 1:  # checked before anything is written
+            raise ValueError(
+                f"{path} mixes tiles at µm/px {np.unique(mpps)[:5].tolist()}: pass mpp= (one for all), or tile "
+                "at one µm/px."
+            )
         first = ae.encode(store[[0]], mpp=float(mpps[0]) if ae.mpp else None, progress_bar=False)
         attrs = {"autoencoder": ae.fingerprint, "scaling_factor": ae.scaling_factor, "source": ae.source}
         with latent_writer(store, first.shape[1:], attrs) as out:
             # Stream the store: a large one never sits in memory whole.
             for i in tqdm(range(0, len(store), batch_size), desc="encoding tiles", disable=not progress_bar):
                 rows = np.arange(i, min(i + batch_size, len(store)))
-                m = np.unique(mpps[rows])
-                if len(m) > 1:
-                    raise ValueError(f"{path} mixes µm/px {m.tolist()} in one batch: pass mpp=, or tile at one µm/px.")
                 out[rows[0] : rows[-1] + 1] = ae.encode(
-                    store[rows], mpp=float(m[0]) if ae.mpp else None, device=device, progress_bar=False
+                    store[rows], mpp=float(mpps[0]) if ae.mpp else None, device=device, progress_bar=False
                 )
         logger.info(f"Cached {len(store)} latents {tuple(first.shape[1:])} in {path}/latents")
 
