@@ -308,3 +308,47 @@ def test_commands_refuse_bad_input_with_a_clear_message(toy_h5ad, tmp_path):
     assert "--encoder-epochs" in res.output and not (tmp_path / "r.csv").exists()
     res = _run(*common, "--out", tmp_path / "r.csv", "--figure", tmp_path / "no" / "f.png", code=2)
     assert "does not exist" in res.output and not (tmp_path / "r.csv").exists()
+
+
+def test_virtual_he_command_writes_spatialdata_or_h5ad(toy_h5ad, tmp_path):
+    import spatialdata as sd
+
+    gan = tmp_path / "gan"
+    _run(
+        "train",
+        toy_h5ad,
+        "--method",
+        "gan",
+        "--tiles",
+        "obsm:tiles",
+        "--out",
+        gan,
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "16",
+        "--model-arg",
+        "width=8",
+        "--train-arg",
+        "num_workers=0",
+    )
+    a = ad.read_h5ad(toy_h5ad)[:36].copy()
+    r, c = np.divmod(np.arange(a.n_obs), 6)
+    a.obsm["spatial"] = np.c_[100 + 50.0 * c, 100 + 50.0 * r]  # a legacy ST grid, 200 µm apart
+    a.obs["section"] = "S1"
+    spots = tmp_path / "spots.h5ad"
+    a.write_h5ad(spots)
+    out = tmp_path / "virtual.zarr"
+    res = _run("virtual-he", spots, "--model", gan, "--out", out, "--n-draws", "2")
+    assert "virtual H&E of S1 (st grid)" in res.output
+    back = sd.read_zarr(out)
+    assert {"S1_virtual_he", "S1_virtual_he_spread"} <= set(back.images)
+    res = _run("virtual-he", spots, "--model", gan, "--out", out, code=2)  # exists: refused
+    assert "--overwrite" in res.output
+    h5 = tmp_path / "virtual.h5ad"
+    _run("virtual-he", out, "--model", gan, "--out", h5)  # a SpatialData input too
+    img = ad.read_h5ad(h5).uns["spatial"]["S1"]["images"]["virtual_he"]
+    assert img.ndim == 3 and img.shape[2] == 3
+    res = _run("virtual-he", spots, "--model", toy_h5ad, "--out", tmp_path / "x.h5ad", code=2)
+    assert "error" in res.output
+    assert not (tmp_path / "x.h5ad").exists()

@@ -1,4 +1,4 @@
-"""``rnapaint`` command: ``demo``, ``tile``, ``train``, ``generate``, ``evaluate``, ``--version``."""
+"""``rnapaint`` command: ``demo``, ``tile``, ``train``, ``generate``, ``evaluate``, ``virtual-he``, ``--version``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from . import pipeline
+from .virtual_he import virtual_he
 
 app = typer.Typer(
     add_completion=False,
@@ -50,6 +51,7 @@ app.command()(pipeline.tile)
 app.command()(pipeline.train)
 app.command()(pipeline.generate)
 app.command()(pipeline.evaluate)
+app.command(name="virtual-he")(virtual_he)
 
 
 def main() -> None:
