@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ..io.folder_swap import swap_in
 from .pipeline import _check_output_folder, _clear_errors, _fail, _read_units, _write_atomic
 
 
@@ -31,14 +32,7 @@ def _write_zarr(adata, out: Path, library_key: str | None) -> None:
     try:
         with _clear_errors():
             rp.io.to_spatialdata(adata, library_key=library_key).write(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

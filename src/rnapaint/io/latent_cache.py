@@ -9,13 +9,13 @@ killed part-way leaves the previous cache, or none, never half of one.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .folder_swap import swap_in
 from .tile_store import TileStore
 
 LATENTS = "latents"
@@ -88,13 +88,6 @@ def latent_writer(store: TileStore, shape: tuple[int, ...], attrs: dict[str, Any
     try:
         yield arr
         arr.attrs["rnapaint"] = dict(attrs, n_tiles=n, shape=list(shape))
-        if final.exists():
-            old = store.path / ".latents.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(partial, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, final)
+        swap_in(partial, final)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .folder_swap import swap_in
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
@@ -145,14 +147,7 @@ def save_model_files(
             write(tmp / name)
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()  # an empty folder holds nothing to keep (and Windows cannot rename onto it)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
