@@ -95,7 +95,9 @@ class TileCrops(Dataset):
         if empty:
             logger.warning(f"TileCrops: no tissue in {len(empty)} of {len(self.sources)} images; they are skipped.")
         area = np.array([len(c) for c in self._corners], float)
-        w = area if weights is None else np.asarray(weights, float) * (area > 0)
+        w = area if weights is None else np.asarray(weights, float)
+        if w.shape == area.shape:
+            w = w * (area > 0)  # an image without tissue is never drawn
         if w.shape != area.shape or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"weights must be {len(area)} non-negative numbers, not all 0 on images with tissue.")
         self._p = w / w.sum()
