@@ -11,6 +11,7 @@ import torch
 from scipy.stats import spearmanr
 
 import rnapaint as rp
+from model_edits import signed
 from rnapaint.models import CascadedDiffusion
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,7 @@ def test_norm_groups_keep_four_channels_a_group_and_old_models_load_theirs(model
     cfg = json.loads(cfg_path.read_text())
     for stage in ("base", "sr"):
         del cfg["model"][stage]["norm_groups"]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     old = rp.models.load_model(tmp_path / "old")
     assert old.config["base"]["norm_groups"] == 32 and old.config["sr"]["norm_groups"] == 16
     assert {m.num_groups for m in old.ema["sr"].modules() if isinstance(m, torch.nn.GroupNorm)} == {16}
@@ -149,17 +150,17 @@ def test_save_load_identical_and_generate_into_obsm(model, toy, tmp_path):
     cfg_path = tmp_path / "edited" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["sampler_default"] = "ddim"
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match=r"CascadedDiffusion options .* does not know: \['sampler_default'\]"):
         rp.models.load_model(tmp_path / "edited")
     del cfg["model"]["sampler_default"]
     cfg["model"]["base"]["dropout_rate"] = 0.1
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match="does not describe a complete CascadedDiffusion"):
         rp.models.load_model(tmp_path / "edited")
     # A model saved while head_dim set the number of heads would load into another attention layout.
     del cfg["model"]["base"]["dropout_rate"], cfg["model"]["head_dim_is_head_size"]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match="took head_dim as the number of attention heads"):
         rp.models.load_model(tmp_path / "edited")
     # From expression alone (the β-VAE travels with the model) and through rp.tl.generate, by path.

@@ -15,6 +15,7 @@ import pytest
 from scipy.stats import spearmanr
 
 import rnapaint as rp
+from model_edits import signed
 from rnapaint.models import TileGAN
 
 pytestmark = pytest.mark.slow
@@ -274,7 +275,7 @@ def test_corrupt_generator_file_raises(models, tmp_path):
     TileGAN.load(tmp_path / "rnagan")  # every option a conditioned model writes is known
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["self_attention"] = True
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match=r"TileGAN options .* does not know: \['self_attention'\]"):
         TileGAN.load(tmp_path / "rnagan")
 
@@ -329,7 +330,7 @@ def test_checkpoint_of_another_model_is_refused(toy, tmp_path):
     cfg_path = tmp_path / "c" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     del cfg["model"]["aux_weight"]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     again = TileGAN(small, small.obsm["tiles"], condition=None, width=8, latent_dim=16)
     again.train(max_steps=6, batch_size=16, checkpoint_dir=tmp_path / "c", num_workers=0, progress_bar=False)
     assert again.train_info["resumed_from"] == 5

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import rnapaint as rp
+from model_edits import signed
 from rnapaint.data.augment import TileAugment
 from rnapaint.datasets._lc25000 import lc25000
 from rnapaint.models.tile_encoder import TileEncoder, _Views, nt_xent
@@ -144,10 +145,10 @@ def test_save_load_roundtrip_and_corruption(trained, held_out, tmp_path):
 
     other = trained.save(tmp_path / "other")
     cfg = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps(dict(cfg, **{"class": "BetaVAE"})))
+    (other / "config.json").write_text(json.dumps(signed(dict(cfg, **{"class": "BetaVAE"}))))
     with pytest.raises(ValueError, match="BetaVAE"):
         TileEncoder.load(other)
-    (other / "config.json").write_text(json.dumps(dict(cfg, model=dict(cfg["model"], width=16))))
+    (other / "config.json").write_text(json.dumps(signed(dict(cfg, model=dict(cfg["model"], width=16)))))
     with pytest.raises(ValueError, match="do not fit"):
         TileEncoder.load(other)
 

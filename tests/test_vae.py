@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import rnapaint as rp
+from model_edits import signed
 from rnapaint.models import BetaVAE
 
 TINY = {"hidden": (32, 16), "latent_dim": 4, "max_epochs": 40, "batch_size": 12, "lr": 1e-2, "progress_bar": False}
@@ -80,16 +81,16 @@ def test_corrupt_model_files_raise(trained, tmp_path):
     cfg_path = tmp_path / "vae2" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["latent_dim"] = 5  # weights no longer fit the config
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match="do not fit"):
         BetaVAE.load(tmp_path / "vae2")
     cfg["class"] = "TileGAN"
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match="not a BetaVAE"):
         BetaVAE.load(tmp_path / "vae2")
     cfg["class"] = "BetaVAE"
     del cfg["var_names"]
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match=r"does not describe a complete BetaVAE \(KeyError: 'var_names'\)"):
         BetaVAE.load(tmp_path / "vae2")
     # An option this version does not know is refused, not silently ignored.
@@ -97,7 +98,7 @@ def test_corrupt_model_files_raise(trained, tmp_path):
     cfg_path = tmp_path / "vae3" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["model"]["residual"] = True
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(signed(cfg)))
     with pytest.raises(ValueError, match=r"BetaVAE options this rnapaint version does not know: \['residual'\]"):
         BetaVAE.load(tmp_path / "vae3")
 

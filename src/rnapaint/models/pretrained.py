@@ -18,7 +18,7 @@ _DEFAULTS: dict[str, tuple[str, str, str]] = {
         "TileAutoencoder",
         "H&E image prior: 128-px tiles at 1.2 µm/px ↔ 4 × 32 × 32 latents; trained on crops of the HER2ST "
         "C2–C5 images, the CMU-1 slide and LC25000 lung tiles",
-        "benchmarks/autoencoder.py default",
+        "benchmarks/autoencoder.py default --minutes 12 --lr 3e-4 --no-adv",
     ),
 }
 
