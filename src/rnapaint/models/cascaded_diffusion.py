@@ -548,7 +548,12 @@ class CascadedDiffusion:
             raise ValueError("steps must be ≥ 1.")
         from .._validation import check_count
 
-        n_per_obs, batch_size = check_count(n_per_obs, "n_per_obs"), check_count(batch_size, "batch_size")
+        try:
+            n_per_obs, batch_size = check_count(n_per_obs, "n_per_obs"), check_count(batch_size, "batch_size")
+        except ValueError as e:
+            raise ValueError(
+                f"batch_size and n_per_obs must be ≥ 1 (whole numbers), got {batch_size!r} and {n_per_obs!r}."
+            ) from e
         if sink is not None and return_low_res:
             raise ValueError("return_low_res needs the tiles in memory; it cannot be combined with a sink.")
         aug_levels = max(1, min(int(c["aug_max"]), int(c["num_train_timesteps"])))  # as in training: [0, aug_max)
